@@ -1,0 +1,415 @@
+"""Typed settings for every FADE entry point: dataclasses, YAML loading, dotted overrides.
+
+A config is built in three layers: the dataclass defaults, an optional YAML file (a nested mapping
+mirroring the dataclasses), then ``key=value`` overrides from the command line
+(``erase.t0=0.5``, ``concepts.names=[circle,square]``, ``model.revision=null``). Every value is
+coerced to its field's type hint and checked against the range or choices declared next to the
+field, so one generic validator covers all settings and its error names what is allowed. Every
+mistake is a :class:`~fade.errors.ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fade.errors import ConfigError
+
+_NULL_WORDS = ("null", "none", "~")
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _f(default: Any, **meta: Any) -> Any:
+    """A field whose allowed values (``range=(lo, hi)`` with None = unbounded, ``low_open``,
+    ``high_open``, ``choices``, ``multiple_of``, ``nonempty``) live in its metadata."""
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Which text-to-image model to erase from, and how to load it."""
+
+    #: A hub id, a local diffusers folder, or "toy" for the embedded toy world.
+    path: str = _f("toy", nonempty=True)
+    #: "auto" detects FLUX vs Stable Diffusion from the pipeline's files.
+    family: str = _f("auto", choices=("auto", "flux", "sd"))
+    #: Hub revision (branch, tag or commit); pinned in the manifest for reproducibility.
+    revision: str | None = None
+    dtype: str = _f("float32", choices=("float32", "bfloat16", "float16"))
+    #: "auto" picks cuda when available, else cpu.
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    #: Never touch the network (air-gapped clusters, CI).
+    local_files_only: bool = False
+
+
+@dataclass
+class ConceptsConfig:
+    """What to erase and which prompts describe it."""
+
+    #: Concepts to erase; empty means "the entry point's default".
+    names: list[str] = field(default_factory=list)
+    #: A built-in catalog set name (e.g. "cifar10") or a path to a user YAML/JSON catalog.
+    concept_set: str | None = None
+    #: The catalog that concept names are looked up in (synonyms, anchors, templates).
+    catalog: str = _f("toy", nonempty=True)
+    #: Optional surrogate concept the erased one should turn into (enables L_dist's target).
+    surrogate: str | None = None
+    #: Override the neutral anchor that replaces the concept in P_¬c ("an object", ...).
+    anchor: str | None = None
+    prompts_per_concept: int = _f(32, range=(1, None))
+    #: Retain prompts (other concepts, generic captions) that L_pres also protects.
+    retain_prompts: int = _f(32, range=(0, None))
+
+
+@dataclass
+class EraseConfig:
+    """The FADE objective and its optimisation (DESIGN.md section 2)."""
+
+    #: Weight of the adversarial removal loss; 0 is the "w/o adversary" ablation.
+    w_rem: float = _f(1.0, range=(0, None))
+    #: λ, weight of trajectory preservation; 0 is the "w/o preservation" ablation.
+    lam: float = _f(1.0, range=(0, None))
+    #: Weight of self-distillation to the surrogate (or anchor) prompt.
+    w_dist: float = _f(1.0, range=(0, None))
+    #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].
+    t0: float = _f(0.3, range=(0, 1), low_open=True)
+    #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
+    sparsity: float = _f(0.1, range=(0, 1), low_open=True)
+    #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
+    saliency_batches: int = _f(4, range=(1, None))
+    lora_rank: int = _f(4, range=(1, 1024))
+    #: LoRA alpha; None means alpha = rank (scale 1), which is also what gets saved.
+    lora_alpha: float | None = _f(None, range=(0, None), low_open=True)
+    steps: int = _f(200, range=(1, None))
+    lr: float = _f(1e-3, range=(0, None), low_open=True)
+    batch_size: int = _f(8, range=(1, None))
+    #: Learning rate of the concept discriminator D_φ.
+    disc_lr: float = _f(1e-3, range=(0, None), low_open=True)
+    #: Steps that train D alone before the adapter starts, so L_rem has a signal from step one.
+    disc_pretrain_steps: int = _f(20, range=(0, None))
+    #: Sampling steps without grad (noise -> random σ) before the one x̂0 step with grad.
+    sample_steps: int = _f(4, range=(1, None))
+    #: Stop once D's held-out accuracy is within this margin of chance.
+    early_stop_margin: float = _f(0.05, range=(0, 0.5))
+    #: Steps between held-out discriminator checks (and progress reports).
+    eval_every: int = _f(25, range=(1, None))
+
+
+@dataclass
+class DistributedConfig:
+    """How Ray Train runs the erasure."""
+
+    strategy: str = _f("ddp", choices=("ddp", "deepspeed", "fsdp"))
+    num_workers: int = _f(2, range=(1, None))
+    use_gpu: bool = False
+    cpus_per_worker: int = _f(1, range=(1, None))
+    #: DeepSpeed ZeRO stage (only read when strategy is "deepspeed").
+    zero_stage: int = _f(2, choices=(1, 2, 3))
+    #: Ray cluster address; None starts a local Ray, or attaches when run by `ray job submit`.
+    address: str | None = None
+    #: Where Ray keeps checkpoints and results (shared storage on a multi-node cluster).
+    storage_path: str | None = None
+    #: Ray run name; rerunning with the same name and storage_path resumes.
+    run_name: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    """How before/after images are sampled and scored (DESIGN.md section 3)."""
+
+    samples_per_prompt: int = _f(4, range=(1, None))
+    num_inference_steps: int = _f(20, range=(1, None))
+    guidance_scale: float = _f(3.5, range=(0, None))
+    height: int = _f(32, range=(8, None), multiple_of=8)
+    width: int = _f(32, range=(8, None), multiple_of=8)
+    #: Concept detector used for Acc ("toy" = the toy world's classifier).
+    detector: str = _f("toy", nonempty=True)
+    #: A detection counts only at this confidence, so a blob is not counted as the concept.
+    confidence: float = _f(0.9, range=(0, 1), low_open=True, high_open=True)
+    #: Folder of reference images for FID; None uses the base model's own neutral samples.
+    fid_reference: str | None = None
+
+
+@dataclass
+class OutputConfig:
+    """Where the run directory goes."""
+
+    dir: str = _f("runs/latest", nonempty=True)
+    #: Refuse to write into a non-empty run directory unless this is set.
+    overwrite: bool = False
+
+
+@dataclass
+class FadeConfig:
+    """Every setting of a FADE run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
+    erase: EraseConfig = field(default_factory=EraseConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = _f(0, range=(0, None))
+
+
+_SECTIONS: dict[str, type] = {
+    f.name: f.default_factory
+    for f in dataclasses.fields(FadeConfig)
+    if f.default_factory is not dataclasses.MISSING
+}
+#: Dotted key -> (type hint, metadata) for every leaf setting.
+_SCHEMA: dict[str, tuple[Any, Mapping[str, Any]]] = {
+    (f"{sec}.{f.name}" if sec else f.name): (typing.get_type_hints(cls)[f.name], f.metadata)
+    for sec, cls in [*_SECTIONS.items(), ("", FadeConfig)]
+    for f in dataclasses.fields(cls)
+    if f.name not in _SECTIONS
+}
+
+
+def _unknown_key(key: str, where: str = "") -> ConfigError:
+    candidates = [*_SCHEMA, *_SECTIONS]
+    leaf_hits = [k for k in _SCHEMA if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    close = leaf_hits[:1] or difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown key '{key}'{where}{hint}")
+
+
+def _type_name(hint: Any) -> str:
+    if _is_union(hint):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"list of {_type_name(typing.get_args(hint)[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _is_union(hint: Any) -> bool:
+    """True for ``X | Y`` and ``Optional[X]`` hints."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert ``value`` to ``hint`` (str, int, float, bool, list[str], X | None) or raise."""
+    bad = ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+    if _is_union(hint):
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NULL_WORDS):
+            return None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(key, value, inner)
+    if typing.get_origin(hint) is list:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        if not isinstance(value, list | tuple):
+            raise bad
+        try:
+            return [_coerce(key, v, typing.get_args(hint)[0]) for v in value]
+        except ConfigError:
+            raise bad from None
+    if hint is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+            return bool(value)
+        raise bad
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int and number and float(value).is_integer():
+        return int(value)
+    if hint is float and (number or isinstance(value, str)):  # PyYAML reads "1e-3" as a str
+        try:
+            out = float(value)
+        except ValueError:
+            raise bad from None
+        if math.isfinite(out):
+            return out
+    if hint is str and (number or isinstance(value, str)):
+        return str(value)
+    if hint in (int, float, str):
+        raise bad
+    raise ConfigError(f"{key}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _allowed(meta: Mapping[str, Any]) -> str:
+    """Human text for a field's allowed range, e.g. ``in (0, 1]`` or ``>= 1``."""
+    lo, hi = meta["range"]
+    if lo is not None and hi is not None:
+        left, right = "(" if meta.get("low_open") else "[", ")" if meta.get("high_open") else "]"
+        return f"in {left}{_num(lo)}, {_num(hi)}{right}"
+    if lo is not None:
+        return f"{'>' if meta.get('low_open') else '>='} {_num(lo)}"
+    return f"{'<' if meta.get('high_open') else '<='} {_num(hi)}"
+
+
+def _check(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Raise if ``value`` is outside the range/choices declared in the field's metadata."""
+    if value is None:
+        return
+    shown = repr(value) if isinstance(value, str) else _num(value)
+    if "choices" in meta and value not in meta["choices"]:
+        opts = ", ".join(str(c) for c in meta["choices"])
+        raise ConfigError(f"{key} = {shown} is not allowed: must be one of {opts}")
+    if "range" in meta:
+        lo, hi = meta["range"]
+        too_low = lo is not None and (value <= lo if meta.get("low_open") else value < lo)
+        too_high = hi is not None and (value >= hi if meta.get("high_open") else value > hi)
+        if too_low or too_high:
+            raise ConfigError(f"{key} = {shown} is out of range: must be {_allowed(meta)}")
+    if "multiple_of" in meta and value % (step := meta["multiple_of"]):
+        raise ConfigError(f"{key} = {shown} is not allowed: must be a multiple of {step}")
+    if meta.get("nonempty") and isinstance(value, str) and not value.strip():
+        raise ConfigError(f"{key} must not be empty")
+    if isinstance(value, list) and any(not str(v).strip() for v in value):
+        raise ConfigError(f"{key}: list items must not be empty")
+
+
+def config_to_dict(cfg: FadeConfig) -> dict[str, Any]:
+    """A plain nested dict (YAML/JSON serialisable) with every setting."""
+    return dataclasses.asdict(cfg)
+
+
+def _set(data: dict[str, Any], key: str, value: Any, where: str = "") -> None:
+    """Set dotted ``key`` in the nested raw dict ``data``; a section key takes a mapping."""
+    if key in _SECTIONS:
+        if not isinstance(value, Mapping | None):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        for sub, v in (value or {}).items():
+            _set(data, f"{key}.{sub}", v, where)
+        return
+    if key not in _SCHEMA:
+        raise _unknown_key(key, where)
+    section, _, leaf = key.rpartition(".")
+    (data[section] if section else data)[leaf] = value
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str = "") -> FadeConfig:
+    """Build and validate a config from a (possibly partial) nested mapping over the defaults."""
+    where = f" in {source}" if source else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config{where} must be a mapping of sections, got {type(data).__name__}")
+    raw = config_to_dict(FadeConfig())
+    for key, value in data.items():
+        _set(raw, str(key), value, where)
+    return _build(raw)
+
+
+def _build(raw: Mapping[str, Any]) -> FadeConfig:
+    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    top: dict[str, Any] = {}
+    for key, (hint, meta) in _SCHEMA.items():
+        section, _, leaf = key.rpartition(".")
+        value = _coerce(key, (raw[section] if section else raw)[leaf], hint)
+        _check(key, value, meta)
+        (values[section] if section else top)[leaf] = value
+    sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    return FadeConfig(**sections, **top)
+
+
+def validate_config(cfg: FadeConfig) -> FadeConfig:
+    """Check (and type-normalise) a config built in code; returns the validated copy."""
+    return _build(config_to_dict(cfg))
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(c.isspace() for c in key):
+        raise ConfigError(f"bad override {item!r} (expected key=value)")
+    text = text.strip()
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    hint = _SCHEMA.get(key, (None, {}))[0]
+    if hint is not None and value is not None and not isinstance(value, str):
+        inner = typing.get_args(hint) if _is_union(hint) else (hint,)
+        if str in inner:  # keep "1.10", "yes", "0042" exactly as typed for text settings
+            value = text
+    return key, value
+
+
+def apply_overrides(
+    cfg: FadeConfig, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> FadeConfig:
+    """Return a validated copy of ``cfg`` with ``key=value`` strings (or a key->value map) applied.
+
+    A mapping's values are taken as already parsed (what Ray Tune hands a trial).
+    """
+    raw = config_to_dict(cfg)
+    if isinstance(overrides, Mapping):
+        items = [(str(k), v) for k, v in overrides.items()]
+    else:
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        items = [_parse_override(o) for o in overrides]
+    for key, value in items:
+        _set(raw, key, value)
+    return _build(raw)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"config path is not a file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"invalid YAML in {path}: {problem}{at}") from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> FadeConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; all validated."""
+    cfg = FadeConfig()
+    if path is not None:
+        path = Path(path)
+        data = {} if (data := _read_yaml(path)) is None else data
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"config file {path} must contain a mapping of sections "
+                f"(model, concepts, erase, ...), got {type(data).__name__}"
+            )
+        cfg = config_from_dict(data, source=str(path))
+    return apply_overrides(cfg, overrides)
+
+
+def save_config(cfg: FadeConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML (or JSON for a ``.json`` path); returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = config_to_dict(cfg)
+    if path.suffix.lower() == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_hash(cfg: FadeConfig, length: int = 12) -> str:
+    """Short sha256 of the canonical JSON of every setting (stamped on every result row)."""
+    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Creates .venv/ in the repo root and installs FADE with its pinned dependencies.
+# Idempotent: a second run checks the install stamp and returns in about a second.
+#   bash scripts/setup.sh          # runtime only
+#   bash scripts/setup.sh --dev    # plus pytest and ruff
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+venv=.venv
+stamp="$venv/.fade-installed${extras}"
+# The stamp records what the install was made from; any change to these files reinstalls.
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -d' ' -f1)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+[ -x "$venv/bin/python" ] || python3.11 -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+# The CPU torch goes in first, from its pin: any other spec pulls GBs of CUDA wheels.
+"${pip[@]}" install --quiet "torch==2.13.0"
+# Everything else is constrained to that torch, so no dependency can replace it.
+"${pip[@]}" install --quiet -c scripts/constraints.txt -e ".${extras}"
+# clean-fid's Fréchet code without its torchvision dependency (PyPI's torchvision is a CUDA
+# build that breaks on CPU torch, and then breaks `import peft`).
+"${pip[@]}" install --quiet --no-deps -c scripts/constraints.txt "clean-fid==0.1.35"
+"$venv/bin/python" - <<'PY'
+import torch
+assert torch.__version__.startswith("2.13.0"), f"torch was replaced: {torch.__version__}"
+PY
+echo "$want" > "$stamp"

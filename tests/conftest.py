@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny pipelines and backbones, built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never touch a model hub: every model is built from a config in code.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fade.backbones import Backbone, wrap_pipeline  # noqa: E402
+from tests.tiny import tiny_flux_pipeline, tiny_sd_pipeline  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def flux_pipeline():
+    pipeline = tiny_flux_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def sd_pipeline():
+    pipeline = tiny_sd_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def flux_backbone(flux_pipeline) -> Backbone:
+    return wrap_pipeline(flux_pipeline, model_id="tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def sd_backbone(sd_pipeline) -> Backbone:
+    return wrap_pipeline(sd_pipeline, model_id="tiny-sd")
+
+
+@pytest.fixture(scope="session", params=["flux", "sd"])
+def backbone(request, flux_backbone, sd_backbone) -> Backbone:
+    return {"flux": flux_backbone, "sd": sd_backbone}[request.param]
