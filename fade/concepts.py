@@ -1,27 +1,11 @@
-"""Concept specs, concept catalogs and the prompt sets that FADE trains on (DESIGN.md 2.1).
+"""Concept specs and the prompt sets that FADE trains on (DESIGN.md 2.1).
 
 A :class:`ConceptSpec` says what one concept is called (name + synonyms), what neutral phrase
 replaces it (``anchor``), what it may turn into (``surrogate``) and how prompts invoke it
-(``templates``). A :class:`Catalog` groups specs, loaded from a built-in file in
-``fade/catalogs/`` (:func:`list_catalogs`) or a user YAML/JSON file (:func:`load_catalog`).
-:func:`build_prompt_sets` turns the concepts to erase into the aligned prompt lists P_c, P_¬c,
-P_s, the synonym prompts and the retain prompts P_r.
-
-Catalog file (YAML or JSON, same keys; ``docs/catalogs.md`` has the full reference)::
-
-    name: cifar10                   # optional, defaults to the file name
-    description: CIFAR-10 classes
-    defaults:                       # any concept key; a concept's own value wins
-      category: object
-      anchor: an object
-      templates: ["a photo of {}", "a drawing of {}"]
-    retain: ["a photo of a tree"]   # optional generic retain captions
-    sets: {vehicles: [airplane, ship]}   # optional named subsets ("all" is implicit)
-    concepts:
-      - name: airplane
-        synonyms: [aeroplane, jet]
-        # optional: category, anchor, surrogate, templates, article
-      - ship                        # a bare string is a concept with only defaults
+(``templates``). :func:`build_prompt_sets` turns the concepts to erase into the aligned prompt
+lists P_c, P_¬c, P_s, the synonym prompts and the retain prompts P_r. Catalogs (named groups of
+specs) and their file format live in :mod:`fade.catalog`; this module also validates one concept
+entry (:meth:`ConceptSpec.from_dict`), which catalog files reuse.
 
 Phrase convention: a template's ``{}`` receives a whole noun phrase. Names, synonyms and the
 surrogate are written bare ("airplane", "Brad Pitt", "cubism") and get an indefinite article
@@ -37,32 +21,25 @@ Errors in user input raise :class:`ConceptError` with a one-line message.
 from __future__ import annotations
 
 import difflib
-import json
-import os
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from fade.errors import FadeError
+
+if TYPE_CHECKING:
+    from fade.catalog import Catalog
 
 __all__ = [
     "DEFAULT_TEMPLATES",
     "GENERIC_RETAIN",
-    "Catalog",
     "ConceptError",
     "ConceptSpec",
     "PromptSets",
     "build_prompt_sets",
-    "catalog_from_dict",
-    "list_catalogs",
-    "load_catalog",
     "mentions",
     "render_prompt",
     "with_anchor",
@@ -92,9 +69,7 @@ GENERIC_RETAIN: tuple[str, ...] = (
     "a field of wheat in summer",
 )
 
-_CATALOG_SUFFIXES = (".yaml", ".yml", ".json")
 _CONCEPT_KEYS = ("name", "category", "synonyms", "anchor", "surrogate", "templates", "article")
-_TOP_KEYS = ("name", "description", "defaults", "retain", "sets", "concepts")
 _DETERMINERS = ("a", "an", "the", "some", "two", "three", "several", "many")
 _A_BEFORE_VOWEL = ("uni", "use", "usu", "uk", "ure", "eu", "ewe", "one", "once")
 _AN_BEFORE_H = ("hour", "honest", "honor", "honour", "heir")
@@ -155,12 +130,18 @@ class ConceptSpec:
     article: bool | None = None
 
     def __post_init__(self) -> None:
+        syns = (self.synonyms,) if isinstance(self.synonyms, str) else self.synonyms
+        temps = (self.templates,) if isinstance(self.templates, str) else self.templates
         object.__setattr__(self, "name", " ".join(str(self.name).split()))
-        object.__setattr__(self, "synonyms", tuple(" ".join(s.split()) for s in self.synonyms))
-        object.__setattr__(self, "templates", tuple(self.templates))
+        object.__setattr__(self, "synonyms", tuple(" ".join(str(s).split()) for s in syns))
+        object.__setattr__(self, "templates", tuple(temps))
         if not self.name:
             raise ConceptError("a concept needs a non-empty name")
         where = f"concept {self.name!r}"
+        if "{}" in self.anchor or "{}" in (self.surrogate or ""):
+            raise ConceptError(f"{where}: the anchor and surrogate are phrases, not templates")
+        if self.surrogate is not None and not self.surrogate.strip():
+            raise ConceptError(f"{where}: the surrogate is empty (leave it out for none)")
         if not self.templates:
             raise ConceptError(f"{where}: no templates (give at least one, e.g. 'a photo of {{}}')")
         for template in self.templates:
@@ -224,7 +205,7 @@ class ConceptSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConceptSpec:
         """Build a spec from :meth:`to_dict` output or a catalog entry (after defaults)."""
-        return _spec_from_entry(data, {}, where="concept")
+        return _spec_from_entry(dict(data), {})
 
 
 def with_surrogate(spec: ConceptSpec, surrogate: str | None) -> ConceptSpec:
@@ -254,117 +235,15 @@ def mentions(text: str, spec: ConceptSpec) -> bool:
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f"; did you mean: {', '.join(close)}?" if close else ""
+    """'; did you mean: x, y?' for close matches (compared case-insensitively), else ''."""
+    by_key = {_key(choice): choice for choice in choices}
+    close = difflib.get_close_matches(_key(word), list(by_key), n=3, cutoff=0.6)
+    return f"; did you mean: {', '.join(by_key[c] for c in close)}?" if close else ""
 
 
-def _preview(names: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """A named collection of concept specs, generic retain captions and named subsets."""
-
-    name: str
-    concepts: dict[str, ConceptSpec]
-    description: str = ""
-    retain: tuple[str, ...] = ()
-    sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.concepts:
-            raise ConceptError(f"catalog {self.name!r}: the concept list is empty")
-        index: dict[str, str] = {}
-        for spec in self.concepts.values():
-            for term in spec.terms:
-                other = index.setdefault(_key(term), spec.name)
-                if other != spec.name or (term == spec.name and _key(term) in self._keys()):
-                    what = "duplicate concept" if term == spec.name else f"term {term!r} used"
-                    raise ConceptError(
-                        f"catalog {self.name!r}: {what} {spec.name!r}"
-                        + (f" also in concept {other!r}" if other != spec.name else "")
-                    )
-        object.__setattr__(self, "_index", index)
-        for set_name, members in self.sets.items():
-            for member in members:
-                if _key(member) not in self._keys():
-                    raise ConceptError(
-                        f"catalog {self.name!r}: set {set_name!r} names unknown concept "
-                        f"{member!r}{_suggest(member, self.names)}"
-                    )
-
-    def _keys(self) -> dict[str, str]:
-        return {_key(name): name for name in self.concepts if _key(name) != "\0"}
-
-    @property
-    def names(self) -> list[str]:
-        """Concept names in file order."""
-        return list(self.concepts)
-
-    @property
-    def categories(self) -> dict[str, list[str]]:
-        """Category -> concept names, in file order."""
-        out: dict[str, list[str]] = {}
-        for spec in self.concepts.values():
-            out.setdefault(spec.category, []).append(spec.name)
-        return out
-
-    def __len__(self) -> int:
-        return len(self.concepts)
-
-    def __iter__(self):  # noqa: ANN204 - an iterator of ConceptSpec
-        return iter(self.concepts.values())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name) in self._index  # type: ignore[attr-defined]
-
-    def get(self, name: str) -> ConceptSpec:
-        """The spec named ``name`` (case-insensitive; a synonym also finds its concept)."""
-        owner = self._index.get(_key(name))  # type: ignore[attr-defined]
-        if owner is None:
-            hint = _suggest(name, self.names) or f"; its concepts: {_preview(self.names)}"
-            raise ConceptError(f"unknown concept {name!r} in catalog {self.name!r}{hint}")
-        return self.concepts[owner]
-
-    def select(self, names: str | Iterable[str]) -> list[ConceptSpec]:
-        """Specs for ``names`` in the given order, without repeats."""
-        picked: dict[str, ConceptSpec] = {}
-        for name in [names] if isinstance(names, str) else names:
-            spec = self.get(name)
-            picked.setdefault(spec.name, spec)
-        return list(picked.values())
-
-    def set(self, set_name: str) -> list[ConceptSpec]:
-        """The specs of a named subset; ``"all"`` is every concept unless the file defines it."""
-        sets = {_key(k): v for k, v in self.sets.items()}
-        if _key(set_name) in sets:
-            return self.select(sets[_key(set_name)])
-        if _key(set_name) == "all":
-            return list(self.concepts.values())
-        choices = sorted({*self.sets, "all"})
-        raise ConceptError(
-            f"unknown set {set_name!r} in catalog {self.name!r}{_suggest(set_name, choices)}; "
-            f"its sets: {', '.join(choices)}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form that :func:`catalog_from_dict` reads back."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "retain": list(self.retain),
-            "sets": {k: list(v) for k, v in self.sets.items()},
-            "concepts": [spec.to_dict() for spec in self.concepts.values()],
-        }
-
-
-def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConceptError(f"{where}: {what} must be {names}, got {type(value).__name__}")
+def _expect(value: Any, kind: type, where: str, what: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConceptError(f"{where}: {what} must be a {kind.__name__}, got {value!r}")
     return value
 
 
@@ -375,118 +254,38 @@ def _str_list(value: Any, where: str, what: str) -> tuple[str, ...]:
     return tuple(_expect(item, str, where, f"each entry of {what}") for item in items)
 
 
-def _spec_from_entry(entry: Any, defaults: Mapping[str, Any], where: str) -> ConceptSpec:
-    if isinstance(entry, str):
-        entry = {"name": entry}
-    entry = _expect(entry, dict, where, "a concept entry")
-    name = _expect(entry.get("name"), str, where, "'name'")
-    where = f"{where} {name!r}"
-    unknown = sorted(set(entry) - set(_CONCEPT_KEYS))
+def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         raise ConceptError(
-            f"{where}: unknown key {unknown[0]!r}{_suggest(unknown[0], _CONCEPT_KEYS)} "
-            f"(allowed: {', '.join(_CONCEPT_KEYS)})"
+            f"{where}: unknown key {unknown[0]!r}{_suggest(unknown[0], allowed)} "
+            f"(allowed: {', '.join(allowed)})"
         )
+
+
+def _spec_from_entry(entry: Any, defaults: Mapping[str, Any], prefix: str = "") -> ConceptSpec:
+    """A spec from a catalog entry; ``prefix`` ("catalog 'x': ") starts every error message."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    entry = _expect(entry, dict, prefix + "concept entry", "an entry")
+    if not isinstance(entry.get("name"), str):
+        raise ConceptError(f"{prefix}concept entry {entry!r} has no 'name' string")
+    where = f"{prefix}concept {entry['name']!r}"
+    _check_keys(entry, _CONCEPT_KEYS, where)
     merged = {**defaults, **entry}
-    kwargs: dict[str, Any] = {"name": name}
-    for key in ("category", "anchor"):
-        if key in merged:
-            kwargs[key] = _expect(merged[key], str, where, f"'{key}'")
+    kwargs: dict[str, Any] = {}
+    for key, kind in (("name", str), ("category", str), ("anchor", str), ("surrogate", str)):
+        if merged.get(key) is not None:
+            kwargs[key] = _expect(merged[key], kind, where, f"'{key}'")
     for key in ("synonyms", "templates"):
         if merged.get(key) is not None:
             kwargs[key] = _str_list(merged[key], where, f"'{key}'")
-    if merged.get("surrogate") is not None:
-        kwargs["surrogate"] = _expect(merged["surrogate"], str, where, "'surrogate'")
     if merged.get("article") is not None:
         kwargs["article"] = _expect(merged["article"], bool, where, "'article'")
     try:
         return ConceptSpec(**kwargs)
     except ConceptError as exc:
-        raise ConceptError(f"{where.rsplit(' concept ', 1)[0]}: {exc}") from None
-
-
-def catalog_from_dict(data: Any, *, name: str = "", source: str = "") -> Catalog:
-    """Validate parsed catalog data (the file format above) and build a :class:`Catalog`."""
-    where = f"catalog {name or source!r}"
-    data = _expect(data, dict, where, "the top level")
-    unknown = sorted(set(data) - set(_TOP_KEYS))
-    if unknown:
-        raise ConceptError(
-            f"{where}: unknown key {unknown[0]!r}{_suggest(unknown[0], _TOP_KEYS)} "
-            f"(allowed: {', '.join(_TOP_KEYS)})"
-        )
-    cat_name = _expect(data.get("name", name or Path(source).stem or "catalog"), str, where, "name")
-    where = f"catalog {cat_name!r}"
-    defaults = _expect(data.get("defaults") or {}, dict, where, "'defaults'")
-    bad = sorted(set(defaults) - set(_CONCEPT_KEYS) | {"name"} & set(defaults))
-    if bad:
-        raise ConceptError(f"{where}: 'defaults' cannot set {bad[0]!r}")
-    entries = _expect(data.get("concepts") or [], list, where, "'concepts'")
-    if not entries:
-        raise ConceptError(f"{where}: the concept list is empty (add entries under 'concepts')")
-    concepts: dict[str, ConceptSpec] = {}
-    for entry in entries:
-        spec = _spec_from_entry(entry, defaults, where=f"{where} concept")
-        if spec.name in concepts:
-            raise ConceptError(f"{where}: duplicate concept {spec.name!r}")
-        concepts[spec.name] = spec
-    raw_sets = _expect(data.get("sets") or {}, dict, where, "'sets'")
-    sets = {str(k): _str_list(v, where, f"set {k!r}") for k, v in raw_sets.items()}
-    return Catalog(
-        name=cat_name,
-        concepts=concepts,
-        description=_expect(data.get("description") or "", str, where, "'description'"),
-        retain=_str_list(data.get("retain") or [], where, "'retain'"),
-        sets=sets,
-        source=source,
-    )
-
-
-def _builtin_dir() -> Any:
-    return resources.files(__package__ or "fade").joinpath("catalogs")
-
-
-def list_catalogs() -> list[str]:
-    """Names of the built-in catalogs (files in ``fade/catalogs/``)."""
-    root = _builtin_dir()
-    if not root.is_dir():
-        return []
-    return sorted(
-        p.name.rsplit(".", 1)[0] for p in root.iterdir() if p.name.endswith(_CATALOG_SUFFIXES)
-    )
-
-
-def _parse(text: str, suffix: str, source: str) -> Any:
-    try:
-        return json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        detail = " ".join(str(exc).split())
-        kind = "JSON" if suffix == ".json" else "YAML"
-        raise ConceptError(f"catalog file {source}: invalid {kind}: {detail}") from None
-
-
-def load_catalog(name_or_path: str | os.PathLike[str]) -> Catalog:
-    """Load a built-in catalog by name, or a user catalog from a .yaml/.yml/.json path."""
-    text_name = os.fspath(name_or_path)
-    builtins = list_catalogs()
-    looks_like_path = text_name.lower().endswith(_CATALOG_SUFFIXES) or os.sep in text_name
-    if not looks_like_path and text_name.lower() in builtins:
-        for suffix in _CATALOG_SUFFIXES:
-            res = _builtin_dir().joinpath(text_name.lower() + suffix)
-            if res.is_file():
-                data = _parse(res.read_text(encoding="utf-8"), suffix, res.name)
-                return catalog_from_dict(data, name=text_name.lower(), source=res.name)
-    path = Path(text_name)
-    if path.suffix.lower() in _CATALOG_SUFFIXES and path.is_file():
-        data = _parse(path.read_text(encoding="utf-8"), path.suffix.lower(), str(path))
-        return catalog_from_dict(data, name=path.stem, source=str(path))
-    if looks_like_path:
-        problem = "does not exist" if not path.exists() else "is not a .yaml/.yml/.json file"
-        raise ConceptError(f"catalog file {text_name!r} {problem}")
-    raise ConceptError(
-        f"unknown catalog {text_name!r}{_suggest(text_name.lower(), builtins)}; built-in "
-        f"catalogs: {', '.join(builtins) or '(none)'}; or give a path to a .yaml/.json file"
-    )
+        raise ConceptError(f"{prefix}{exc}") from None
 
 
 @dataclass
@@ -574,7 +373,7 @@ def build_prompt_sets(
             sets.neutral.append(render_prompt(template, spec.anchor))
             if any_surrogate:
                 other = spec.surrogate_phrase
-                sets.surrogate.append(render_prompt(template, spec.anchor if other is None else other))
+                sets.surrogate.append(render_prompt(template, other or spec.anchor))
             sets.concept_of.append(index)
             sets.template_of.append(template)
             sets.term_of.append(term)
@@ -586,29 +385,32 @@ def build_prompt_sets(
     return sets
 
 
+def _round_robin(streams: Sequence[Sequence[str]]) -> list[str]:
+    longest = max((len(stream) for stream in streams), default=0)
+    return [stream[i] for i in range(longest) for stream in streams if i < len(stream)]
+
+
 def _retain_prompts(
     erased: Sequence[ConceptSpec], catalog: Catalog | None, n: int, rng: random.Random
 ) -> list[str]:
-    erased_keys = {_key(spec.name) for spec in erased}
+    """Captions and other concepts' prompts, alternating, none mentioning an erased concept.
+
+    Catalog concepts sharing a name or synonym with an erased concept are not retained at all.
+    """
+    erased_keys = {_key(term) for spec in erased for term in spec.terms}
 
     def keep(prompt: str) -> bool:
         return not any(mentions(prompt, spec) for spec in erased)
 
-    sources: list[list[str]] = []
-    captions = (catalog.retain if catalog and catalog.retain else GENERIC_RETAIN)
-    sources.append([c for c in dict.fromkeys(captions) if keep(c)])
+    captions = catalog.retain if catalog and catalog.retain else GENERIC_RETAIN
+    caption_stream = [c for c in dict.fromkeys(captions) if keep(c)]
+    others: list[list[str]] = []
     for spec in catalog or ():
-        if _key(spec.name) not in erased_keys:
+        if erased_keys.isdisjoint(_key(term) for term in spec.terms):
             prompts = {render_prompt(t, p) for t in spec.templates for p in spec.phrases}
-            sources.append([p for p in sorted(prompts) if keep(p)])
-    sources = [src for src in sources if src]
-    for src in sources:
-        rng.shuffle(src)
-    rng.shuffle(sources)
-    out: list[str] = []
-    depth = 0
-    while sources and len(out) < n:
-        layer = [src[depth % len(src)] for src in sources]
-        out.extend(layer[: n - len(out)])
-        depth += 1
-    return out
+            others.append([p for p in sorted(prompts) if keep(p)])
+    for stream in (caption_stream, *others):
+        rng.shuffle(stream)
+    rng.shuffle(others)
+    order = _round_robin([caption_stream, _round_robin(others)])
+    return [order[i % len(order)] for i in range(n)] if order else []

@@ -409,7 +409,19 @@ def save_config(cfg: FadeConfig, path: str | Path) -> Path:
     return path
 
 
+# Where a run is written or which cluster runs it does not change its result: two runs that differ
+# only in these share a hash, so results can be compared across folders and clusters.
+_LOCATION_KEYS = {"output": None, "distributed": ("address", "storage_path", "run_name")}
+
+
 def config_hash(cfg: FadeConfig, length: int = 12) -> str:
-    """Short sha256 of the canonical JSON of every setting (stamped on every result row)."""
-    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """Short sha256 of the settings that shape a result (stamped on every result row)."""
+    data = config_to_dict(cfg)
+    for section, keys in _LOCATION_KEYS.items():
+        if keys is None:
+            data.pop(section)
+        else:
+            for key in keys:
+                data[section].pop(key)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]

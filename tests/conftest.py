@@ -7,11 +7,11 @@ import os
 # Tests never touch a model hub: every model is built from a config in code.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from fade.backbones import Backbone, wrap_pipeline  # noqa: E402
-from tests.tiny import tiny_flux_pipeline, tiny_sd_pipeline  # noqa: E402
+from fade.backbones import Backbone, wrap_pipeline
+from tests.tiny import tiny_flux_pipeline, tiny_sd_pipeline
 
 
 @pytest.fixture(autouse=True)

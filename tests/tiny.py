@@ -9,10 +9,10 @@ from __future__ import annotations
 from fade.backbones.builders import FluxArch, SDArch, build_flux_pipeline, build_sd_pipeline
 
 TINY_SIZE = 32
-TINY_VOCABULARY = (
+TINY_VOCABULARY = tuple(
     "a an the photo of painting picture by in style with red blue green striped dotted "
-    "circle square triangle star letter k airplane cat dog person object"
-).split()
+    "circle square triangle star letter k airplane cat dog person object".split()
+)
 
 
 def tiny_flux_pipeline(seed: int = 0):

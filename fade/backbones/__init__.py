@@ -1,4 +1,4 @@
-"""Backbones: one interface over FLUX and Stable Diffusion for FADE's noise, time and sampling math."""
+"""Backbones: one interface over FLUX and Stable Diffusion for FADE's noise and sampling math."""
 
 from fade.backbones.base import Backbone, Conditioning, SampleResult
 from fade.backbones.flux import FluxBackbone

@@ -61,7 +61,9 @@ class Backbone(ABC):
 
     family: ClassVar[str]
 
-    def __init__(self, pipeline: DiffusionPipeline, model_id: str = "", revision: str | None = None):
+    def __init__(
+        self, pipeline: DiffusionPipeline, model_id: str = "", revision: str | None = None
+    ):
         self.pipeline = pipeline
         self.model_id = model_id
         self.revision = revision
@@ -167,12 +169,16 @@ class Backbone(ABC):
         so the pipeline's own state is never touched.
         """
         if not 0.0 <= sigma_end < sigma_start <= 1.0:
-            raise ValueError(f"need 0 <= sigma_end < sigma_start <= 1, got {sigma_end}, {sigma_start}")
+            raise ValueError(
+                f"need 0 <= sigma_end < sigma_start <= 1, got {sigma_end}, {sigma_start}"
+            )
         height = height or self.default_size
         width = width or self.default_size
         scheduler, timesteps, sigmas = self.schedule(num_steps, height, width)
         eps = 1e-6
-        active = [i for i, s in enumerate(sigmas.tolist()) if sigma_end + eps < s <= sigma_start + eps]
+        active = [
+            i for i, s in enumerate(sigmas.tolist()) if sigma_end + eps < s <= sigma_start + eps
+        ]
         reached = sigma_start
         if not active:
             return SampleResult(latents, reached)

@@ -113,7 +113,9 @@ def _t5_encoder(arch: TextEncoderArch, tokenizer_vocab_size: int) -> T5EncoderMo
     return T5EncoderModel(config)
 
 
-def _autoencoder(channels: tuple[int, ...], latent_channels: int, groups: int, **extra) -> AutoencoderKL:
+def _autoencoder(
+    channels: tuple[int, ...], latent_channels: int, groups: int, **extra
+) -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -184,7 +186,9 @@ def build_flux_pipeline(arch: FluxArch, vocabulary: Iterable[str], seed: int = 0
     )
 
 
-def build_sd_pipeline(arch: SDArch, vocabulary: Iterable[str], seed: int = 0) -> StableDiffusionPipeline:
+def build_sd_pipeline(
+    arch: SDArch, vocabulary: Iterable[str], seed: int = 0
+) -> StableDiffusionPipeline:
     """A Stable Diffusion 1.x-layout pipeline with seeded random weights and a DDIM scheduler."""
     tokenizer = build_clip_tokenizer(vocabulary, model_max_length=arch.text.clip_max_length)
     down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(arch.unet_channels) - 1)

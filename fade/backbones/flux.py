@@ -48,7 +48,9 @@ class FluxBackbone(Backbone):
         """Unpacked latent height and width for an image size (as the pipeline rounds it)."""
         factor = self.pipeline.vae_scale_factor * 2
         if height % factor or width % factor:
-            raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}")
+            raise ValueError(
+                f"height and width must be multiples of {factor}, got {height}x{width}"
+            )
         return 2 * (height // factor), 2 * (width // factor)
 
     def initial_noise(
@@ -98,7 +100,9 @@ class FluxBackbone(Backbone):
         transformer = self.pipeline.transformer
         guidance = None
         if transformer.config.guidance_embeds:
-            guidance = torch.full((z.shape[0],), guidance_scale, device=z.device, dtype=torch.float32)
+            guidance = torch.full(
+                (z.shape[0],), guidance_scale, device=z.device, dtype=torch.float32
+            )
         text_ids = torch.zeros(cond.embeds.shape[1], 3, device=z.device, dtype=cond.embeds.dtype)
         # The pipeline feeds timesteps as scheduler units / 1000, i.e. exactly sigma.
         timestep = (sigma * 1000.0).to(z.dtype) / 1000
@@ -132,7 +136,9 @@ class FluxBackbone(Backbone):
 
     def decode(self, latents: Tensor, height: int, width: int) -> Tensor:
         vae = self.pipeline.vae
-        unpacked = self.pipeline._unpack_latents(latents, height, width, self.pipeline.vae_scale_factor)
+        unpacked = self.pipeline._unpack_latents(
+            latents, height, width, self.pipeline.vae_scale_factor
+        )
         unpacked = unpacked / vae.config.scaling_factor + vae.config.shift_factor
         image = vae.decode(unpacked.to(vae.dtype), return_dict=False)[0]
         return self.pipeline.image_processor.postprocess(image, output_type="pt")

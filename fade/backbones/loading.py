@@ -30,7 +30,7 @@ class ModelLoadError(FadeError):
 
 
 def resolve_model_path(path: str) -> str:
-    """"toy" -> the committed toy pipeline folder; anything else is returned unchanged."""
+    """ "toy" -> the committed toy pipeline folder; anything else is returned unchanged."""
     if path != TOY_MODEL_ID:
         return path
     if not (TOY_MODEL_DIR / "model_index.json").is_file():
@@ -44,10 +44,15 @@ def family_of_class(class_name: str) -> str:
     """Map a diffusers pipeline class name (model_index.json's _class_name) to a family."""
     if class_name.startswith("Flux"):
         return "flux"
-    if class_name.startswith("StableDiffusion") and "XL" not in class_name and "3" not in class_name:
+    if (
+        class_name.startswith("StableDiffusion")
+        and "XL" not in class_name
+        and "3" not in class_name
+    ):
         return "sd"
     raise ModelLoadError(
-        f"unsupported pipeline class {class_name!r}: FADE supports FLUX.1 and Stable Diffusion 1.x/2.x"
+        f"unsupported pipeline class {class_name!r}: "
+        "FADE supports FLUX.1 and Stable Diffusion 1.x/2.x"
     )
 
 
@@ -60,7 +65,9 @@ def detect_family(path: str, revision: str | None = None, local_files_only: bool
             raise ModelLoadError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
         return family_of_class(json.loads(index.read_text())["_class_name"])
     try:
-        config = DiffusionPipeline.load_config(path, revision=revision, local_files_only=local_files_only)
+        config = DiffusionPipeline.load_config(
+            path, revision=revision, local_files_only=local_files_only
+        )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot find model {path!r}: {str(error).splitlines()[0]}") from error
     return family_of_class(config["_class_name"])

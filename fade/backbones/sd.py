@@ -42,7 +42,9 @@ class SDBackbone(Backbone):
     family = "sd"
     pipeline: StableDiffusionPipeline
 
-    def __init__(self, pipeline: StableDiffusionPipeline, model_id: str = "", revision: str | None = None):
+    def __init__(
+        self, pipeline: StableDiffusionPipeline, model_id: str = "", revision: str | None = None
+    ):
         super().__init__(pipeline, model_id, revision)
         if not isinstance(pipeline.scheduler, _ALPHA_SPACE_SCHEDULERS):
             logger.info(
@@ -74,7 +76,9 @@ class SDBackbone(Backbone):
     ) -> Tensor:
         factor = self.pipeline.vae_scale_factor
         if height % factor or width % factor:
-            raise ValueError(f"height and width must be multiples of {factor}, got {height}x{width}")
+            raise ValueError(
+                f"height and width must be multiples of {factor}, got {height}x{width}"
+            )
         return self.pipeline.prepare_latents(
             batch_size,
             self.denoiser.config.in_channels,
@@ -92,8 +96,10 @@ class SDBackbone(Backbone):
 
     def _alpha_bar(self, sigma: Tensor, like: Tensor) -> Tensor:
         alphas = self.pipeline.scheduler.alphas_cumprod.to(like.device)
-        return alphas[self.timestep_of(sigma).to(like.device)].to(like.dtype).view(
-            -1, *([1] * (like.dim() - 1))
+        return (
+            alphas[self.timestep_of(sigma).to(like.device)]
+            .to(like.dtype)
+            .view(-1, *([1] * (like.dim() - 1)))
         )
 
     def add_noise(self, x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
@@ -134,7 +140,9 @@ class SDBackbone(Backbone):
             timestep = timestep if timestep.dim() == 0 else torch.cat([timestep, timestep])
         else:
             z_in, embeds = z, cond.embeds
-        prediction = self.denoiser(z_in, timestep, encoder_hidden_states=embeds, return_dict=False)[0]
+        prediction = self.denoiser(z_in, timestep, encoder_hidden_states=embeds, return_dict=False)[
+            0
+        ]
         if use_cfg:
             uncond, text = prediction.chunk(2)
             prediction = uncond + guidance_scale * (text - uncond)

@@ -51,7 +51,9 @@ def build_clip_tokenizer(words: Iterable[str], model_max_length: int = 77) -> CL
     return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=model_max_length)
 
 
-def build_t5_tokenizer(words: Iterable[str], model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def build_t5_tokenizer(
+    words: Iterable[str], model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """A T5-style Unigram tokenizer (lower-casing, `</s>` appended) with one token per word.
 
     Returned as the generic tokenizers-backed class: `T5Tokenizer.from_pretrained` rebuilds its

@@ -1,0 +1,104 @@
+"""Resolve what a run will do from its config: the concepts, their prompt sets, a summary.
+
+Why apart from the entry points: erase, evaluate, tune and serve all turn `concepts.*` settings
+into the same concept specs and prompt sets, with the same errors for an unknown concept, an
+empty list or a surrogate equal to its concept, before any model is loaded or Ray is started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fade.catalog import Catalog, list_catalogs, load_catalog
+from fade.concepts import ConceptError, ConceptSpec, PromptSets, build_prompt_sets, with_anchor
+from fade.concepts import with_surrogate as replace_surrogate
+from fade.config import FadeConfig, config_hash
+
+# The concept erased when none is named and the model is the embedded toy world.
+DEFAULT_TOY_CONCEPT = "circle"
+
+
+@dataclass
+class RunPlan:
+    """The resolved inputs of a run, before any model is loaded."""
+
+    config: FadeConfig
+    catalog: Catalog
+    concepts: list[ConceptSpec]
+    prompts: PromptSets
+
+    def summary(self, examples: int = 2) -> str:
+        """A short human-readable description (what `jobs/erase.py --dry-run` prints)."""
+        cfg, erase = self.config, self.config.erase
+        lines = [
+            f"model        {cfg.model.path} (family {cfg.model.family}, {cfg.model.dtype})",
+            f"catalog      {self.catalog.name}",
+            f"concepts     {', '.join(spec.name for spec in self.concepts)}",
+            f"surrogates   {', '.join(s.surrogate or '-' for s in self.concepts)}",
+            f"prompts      {len(self.prompts.target)} target, {len(self.prompts.neutral)} neutral, "
+            f"{len(self.prompts.surrogate)} surrogate, {len(self.prompts.synonyms)} synonym, "
+            f"{len(self.prompts.retain)} retain",
+            f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0}",
+            f"adapter      sparsity={erase.sparsity} rank={erase.lora_rank} steps={erase.steps}",
+            f"distributed  {cfg.distributed.strategy} x {cfg.distributed.num_workers} workers",
+            f"output       {cfg.output.dir}",
+            f"config hash  {config_hash(cfg)}",
+        ]
+        for target, neutral in list(zip(self.prompts.target, self.prompts.neutral, strict=True))[
+            :examples
+        ]:
+            lines.append(f"example      {target!r} -> {neutral!r}")
+        return "\n".join(lines)
+
+
+def resolve_concepts(cfg: FadeConfig) -> tuple[Catalog, list[ConceptSpec]]:
+    """Catalog plus the concept specs named by `concepts.names` / `concepts.concept_set`."""
+    settings = cfg.concepts
+    if settings.concept_set and settings.names:
+        raise ConceptError("give either concepts.names or concepts.concept_set, not both")
+    if settings.concept_set:
+        catalog, specs = _from_concept_set(settings.concept_set, settings.catalog)
+    else:
+        catalog = load_catalog(settings.catalog)
+        names = settings.names
+        if not names and cfg.model.path == "toy":
+            names = [DEFAULT_TOY_CONCEPT]
+        if not names:
+            raise ConceptError("no concepts to erase: pass --concepts NAME[,NAME...]")
+        specs = catalog.select(names)
+    if settings.anchor is not None:
+        specs = [with_anchor(spec, settings.anchor) for spec in specs]
+    if settings.surrogate is not None:
+        if len(specs) != 1:
+            raise ConceptError(
+                f"concepts.surrogate applies to one concept, got {len(specs)}: "
+                "give surrogates per concept in a catalog file instead"
+            )
+        specs = [replace_surrogate(specs[0], settings.surrogate)]
+    return catalog, specs
+
+
+def _from_concept_set(concept_set: str, catalog_name: str) -> tuple[Catalog, list[ConceptSpec]]:
+    """`CATALOG:SET`, a whole catalog (built-in name or file), or a set of `concepts.catalog`."""
+    if ":" in concept_set and not concept_set.endswith((".yaml", ".yml", ".json")):
+        catalog_part, set_name = concept_set.split(":", 1)
+        catalog = load_catalog(catalog_part)
+        return catalog, catalog.set(set_name)
+    if concept_set in list_catalogs() or concept_set.endswith((".yaml", ".yml", ".json")):
+        catalog = load_catalog(concept_set)
+        return catalog, catalog.set("all")
+    catalog = load_catalog(catalog_name)
+    return catalog, catalog.set(concept_set)
+
+
+def make_plan(cfg: FadeConfig) -> RunPlan:
+    """Resolve concepts and build their prompt sets; raises a one-line FadeError on bad input."""
+    catalog, specs = resolve_concepts(cfg)
+    prompts = build_prompt_sets(
+        specs,
+        catalog,
+        n_per_concept=cfg.concepts.prompts_per_concept,
+        n_retain=cfg.concepts.retain_prompts,
+        seed=cfg.seed,
+    )
+    return RunPlan(cfg, catalog, specs, prompts)

@@ -1,0 +1,42 @@
+"""Erase concepts from a text-to-image model (FADE), as a Ray Train job.
+
+    python jobs/erase.py                                  # the toy world's default concept
+    python jobs/erase.py --dry-run --catalog cifar10 --concepts airplane
+    ray job submit -- python jobs/erase.py --config jobs/configs/default.yaml erase.t0=0.5
+
+Thin entry point: parse the config, resolve the plan, hand it to the library.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fade.cli import build_parser, config_from_args
+from fade.errors import FadeError, run_cli
+from fade.plan import make_plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(
+        "jobs/erase.py",
+        "Erase concepts from a text-to-image model and write a LoRA adapter run directory.",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="resolve concepts and prompts, print the plan, stop"
+    )
+    args = parser.parse_args(argv)
+    plan = make_plan(config_from_args(args))
+    print(plan.summary())
+    if args.dry_run:
+        return 0
+    raise FadeError(
+        "erasure training is not in this version yet (it lands with the FADE erasure issue); "
+        "use --dry-run to check a plan"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

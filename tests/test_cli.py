@@ -1,0 +1,78 @@
+"""Entry points: `--help` works, a plan resolves, and user mistakes are one line with exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fade.concepts import ConceptError
+from fade.config import load_config
+from fade.plan import make_plan
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_job(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "erase.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_help_names_the_shortcuts_and_overrides() -> None:
+    result = run_job("--help")
+    assert result.returncode == 0
+    for flag in ("--config", "--concepts", "--surrogate", "--out", "--dry-run", "key=value"):
+        assert flag in result.stdout
+
+
+def test_dry_run_prints_the_plan() -> None:
+    result = run_job("--dry-run", "--catalog", "cifar10", "--concepts", "airplane,ship")
+    assert result.returncode == 0, result.stderr
+    assert "concepts     airplane, ship" in result.stdout
+    assert "64 target" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["erase.t0=1.5"], "erase.t0 = 1.5 is out of range: must be in (0, 1]"),
+        (["erase.tzero=0.5"], "did you mean 'erase.t0'"),
+        (["--catalog", "cifar10", "--concepts", "airplan"], "did you mean: airplane"),
+        (["--catalog", "cifar10", "--concepts", "ship", "--surrogate", "ship"], "surrogate"),
+        (["--catalog", "nowhere"], "unknown catalog 'nowhere'"),
+        (["erase.sparsity=0"], "erase.sparsity"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(args: list[str], message: str) -> None:
+    result = run_job("--dry-run", *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+
+
+def test_concept_set_forms_resolve() -> None:
+    whole = make_plan(load_config(overrides=["concepts.concept_set=mass100"]))
+    assert len(whole.concepts) == 100
+    subset = make_plan(load_config(overrides=["concepts.concept_set=mass100:animals"]))
+    assert len(subset.concepts) == 10
+    named = make_plan(
+        load_config(overrides=["concepts.catalog=cifar10", "concepts.concept_set=vehicles"])
+    )
+    assert {spec.category for spec in named.concepts} == {"object"}
+
+
+def test_surrogate_needs_exactly_one_concept() -> None:
+    cfg = load_config(
+        overrides=["concepts.catalog=cifar10", "concepts.names=cat,dog", "concepts.surrogate=frog"]
+    )
+    with pytest.raises(ConceptError, match="one concept"):
+        make_plan(cfg)
