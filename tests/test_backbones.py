@@ -143,3 +143,33 @@ def test_loading_errors_are_user_errors(tmp_path) -> None:
         load_backbone("nobody/no-such-model", device="cpu", local_files_only=True)
     with pytest.raises(ModelLoadError, match="dtype"):
         load_backbone(str(tmp_path), dtype="float8")
+
+
+def test_true_cfg_equals_the_pipeline_without_a_guidance_embedding() -> None:
+    from fade.backbones import wrap_pipeline
+    from fade.backbones.builders import FluxArch, build_flux_pipeline
+    from tests.tiny import TINY_VOCABULARY
+
+    pipeline = build_flux_pipeline(FluxArch(guidance_embeds=False), TINY_VOCABULARY, seed=2)
+    pipeline.set_progress_bar_config(disable=True)
+    backbone = wrap_pipeline(pipeline)
+    steps, scale, seed = 3, 4.0, 11
+    expected = pipeline(
+        PROMPTS,
+        negative_prompt=[""] * len(PROMPTS),
+        true_cfg_scale=scale,
+        height=TINY_SIZE,
+        width=TINY_SIZE,
+        num_inference_steps=steps,
+        max_sequence_length=backbone.max_sequence_length,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+    ).images
+    noise = backbone.initial_noise(
+        len(PROMPTS), TINY_SIZE, TINY_SIZE, torch.Generator().manual_seed(seed)
+    )
+    result = backbone.sample(
+        noise, backbone.encode(PROMPTS), steps, scale, height=TINY_SIZE, width=TINY_SIZE
+    )
+    images = backbone.decode(result.latents, TINY_SIZE, TINY_SIZE)
+    torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)

@@ -103,19 +103,34 @@ class FluxBackbone(Backbone):
             guidance = torch.full(
                 (z.shape[0],), guidance_scale, device=z.device, dtype=torch.float32
             )
-        text_ids = torch.zeros(cond.embeds.shape[1], 3, device=z.device, dtype=cond.embeds.dtype)
         # The pipeline feeds timesteps as scheduler units / 1000, i.e. exactly sigma.
         timestep = (sigma * 1000.0).to(z.dtype) / 1000
-        return transformer(
-            hidden_states=z,
-            timestep=timestep,
-            guidance=guidance,
-            pooled_projections=cond.pooled,
-            encoder_hidden_states=cond.embeds,
-            txt_ids=text_ids,
-            img_ids=self._image_ids(z, size),
-            return_dict=False,
-        )[0]
+        image_ids = self._image_ids(z, size)
+
+        def run(conditioning: Conditioning) -> Tensor:
+            embeds = conditioning.embeds
+            return transformer(
+                hidden_states=z,
+                timestep=timestep,
+                guidance=guidance,
+                pooled_projections=conditioning.pooled,
+                encoder_hidden_states=embeds,
+                txt_ids=torch.zeros(embeds.shape[1], 3, device=z.device, dtype=embeds.dtype),
+                img_ids=image_ids,
+                return_dict=False,
+            )[0]
+
+        prediction = run(cond)
+        if self.uses_true_cfg(guidance_scale):
+            # A model without a guidance embedding (the toy world) is guided the classic way,
+            # as FluxPipeline does with negative_prompt="" and true_cfg_scale=guidance_scale.
+            unconditional = run(self.encode([""] * len(cond)))
+            prediction = unconditional + guidance_scale * (prediction - unconditional)
+        return prediction
+
+    def uses_true_cfg(self, guidance_scale: float) -> bool:
+        """True classifier-free guidance applies when the model has no guidance embedding."""
+        return guidance_scale > 1.0 and not self.pipeline.transformer.config.guidance_embeds
 
     def schedule(self, num_steps: int, height: int, width: int) -> tuple[object, Tensor, Tensor]:
         latent_h, latent_w = self._latent_grid(height, width)
