@@ -104,9 +104,18 @@ def indefinite_article(word: str) -> str:
     return "an" if low[:1] in "aeiou" and low[:1] else "a"
 
 
+_DANGLING = re.compile(r"\s+(by|in the style of|painted by)\s*$")
+
+
 def render_prompt(template: str, phrase: str) -> str:
-    """Put ``phrase`` into ``template``'s ``{}``; tidy spaces and commas left by an empty phrase."""
+    """Put ``phrase`` into ``template``'s ``{}``; tidy what an empty phrase leaves behind.
+
+    Spaces, commas and a trailing "by" / "in the style of" go: removing the artist from
+    "a circle by {}" gives "a circle", not "a circle by".
+    """
     text = " ".join(template.replace("{}", phrase).split())
+    if not phrase.strip():
+        text = _DANGLING.sub("", text)
     text = re.sub(r"\s+([,.;:!?'])", r"\1", text)
     text = re.sub(r",(\s*,)+", ",", text)
     return text.strip(" ,")

@@ -383,3 +383,11 @@ def test_retain_skips_catalog_concepts_sharing_a_term() -> None:
     automobile = catalog.get("automobile")
     assert not any(mentions(p, automobile) for p in sets.retain)
     assert any(mentions(p, catalog.get("dog")) for p in sets.retain)
+
+
+def test_empty_anchor_drops_a_dangling_preposition() -> None:
+    from fade.concepts import render_prompt
+
+    assert render_prompt("a circle by {}", "") == "a circle"
+    assert render_prompt("a house in the style of {}", "") == "a house"
+    assert render_prompt("a circle by {}", "velmora") == "a circle by velmora"

@@ -61,7 +61,9 @@ class FluxArch:
     guidance_embeds: bool = True
     latent_channels: int = 1
     vae_channels: tuple[int, ...] = (4,)
+    vae_norm_groups: int = 1
     vae_scaling_factor: float = 1.5
+    vae_shift_factor: float = 0.0
     text: TextEncoderArch = TextEncoderArch()
 
 
@@ -168,10 +170,10 @@ def build_flux_pipeline(arch: FluxArch, vocabulary: Iterable[str], seed: int = 0
     vae = _autoencoder(
         arch.vae_channels,
         arch.latent_channels,
-        groups=1,
+        groups=arch.vae_norm_groups,
         use_quant_conv=False,
         use_post_quant_conv=False,
-        shift_factor=0.0,
+        shift_factor=arch.vae_shift_factor,
         scaling_factor=arch.vae_scaling_factor,
     )
     _eval_all(transformer, text_encoder, text_encoder_2, vae)

@@ -80,16 +80,27 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, s: float) -> np.ndarray
         "triangle": lambda: _polygon(x, y, [(0, -s), (-s, s * 0.8), (s, s * 0.8)]),
         "diamond": lambda: abs(x) + abs(y) * 0.8 < s,
         "star": lambda: _polygon(x, y, _star(s * 1.1)),
-        "cross": lambda: ((abs(x) < s * 0.33) & (abs(y) < s)) | ((abs(y) < s * 0.33) & (abs(x) < s)),
-        "heart": lambda: ((x / s * 1.15) ** 2 + (-(y / s) * 1.15 + 0.15) ** 2 - 1) ** 3
-        - (x / s * 1.15) ** 2 * (-(y / s) * 1.15 + 0.15) ** 3
-        < 0,
+        "cross": lambda: (
+            ((abs(x) < s * 0.33) & (abs(y) < s)) | ((abs(y) < s * 0.33) & (abs(x) < s))
+        ),
+        "heart": lambda: (
+            ((x / s * 1.15) ** 2 + (-(y / s) * 1.15 + 0.15) ** 2 - 1) ** 3
+            - (x / s * 1.15) ** 2 * (-(y / s) * 1.15 + 0.15) ** 3
+            < 0
+        ),
         "crescent": lambda: (r < s) & (np.sqrt((x - s * 0.45) ** 2 + (y + s * 0.1) ** 2) > s * 0.8),
         "arrow": lambda: _polygon(
             x,
             y,
-            [(-s, -s * 0.28), (s * 0.1, -s * 0.28), (s * 0.1, -s * 0.75), (s, 0),
-             (s * 0.1, s * 0.75), (s * 0.1, s * 0.28), (-s, s * 0.28)],
+            [
+                (-s, -s * 0.28),
+                (s * 0.1, -s * 0.28),
+                (s * 0.1, -s * 0.75),
+                (s, 0),
+                (s * 0.1, s * 0.75),
+                (s * 0.1, s * 0.28),
+                (-s, s * 0.28),
+            ],
         ),
         "hexagon": lambda: _polygon(x, y, _regular(6, s, 0.0)),
         "ring": lambda: (r < s) & (r > s * 0.55),
@@ -153,7 +164,9 @@ def artist_background(name: str, x: np.ndarray, y: np.ndarray, size: int) -> np.
     return np.where(pattern[..., None], second, first)
 
 
-def _negative_mask(scene: Scene, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _negative_mask(
+    scene: Scene, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     if scene.figure == "blob":
         mask = np.zeros(x.shape, dtype=bool)
         for _ in range(rng.integers(2, 5)):

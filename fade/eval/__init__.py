@@ -1,0 +1,1 @@
+"""Evaluation: sampling images for prompt sets, detectors, metrics and reports."""

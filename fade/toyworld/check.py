@@ -1,0 +1,112 @@
+"""Does the toy model know its concepts? Generate per concept, ask the detector.
+
+Before erasure the base model must show its concepts (high base Acc), or erasure numbers mean
+nothing; this is that check, used by the build (docs/toyworld.md numbers) and by a CI test on a
+small sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fade.backbones import Backbone
+from fade.eval.sampling import generate
+from fade.toyworld.catalog import TEMPLATES
+from fade.toyworld.detector import DEFAULT_CONFIDENCE, ToyDetector
+from fade.toyworld.vocabulary import CATEGORIES, SYNONYMS, category_of
+
+
+@dataclass
+class ConceptRate:
+    concept: str
+    category: str
+    word: str  # the word prompted (the concept or a synonym)
+    rate: float  # % of images where the detector confidently finds the concept
+
+
+def prompts_for(word: str, category: str, count: int) -> list[str]:
+    templates = TEMPLATES[category]
+    return [templates[i % len(templates)].format(word) for i in range(count)]
+
+
+def concept_rate(
+    backbone: Backbone,
+    detector: ToyDetector,
+    concept: str,
+    word: str | None = None,
+    count: int = 64,
+    guidance_scale: float = 3.5,
+    num_steps: int = 20,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> ConceptRate:
+    """Share of `count` generations for `word` (default: the concept) that show the concept."""
+    category = category_of(concept)
+    word = word or concept
+    images = generate(
+        backbone,
+        prompts_for(word, category, count),
+        seed=seed,
+        num_steps=num_steps,
+        guidance_scale=guidance_scale,
+    )
+    found = detector.detect(images, confidence)[category]
+    rate = 100.0 * sum(f == concept for f in found) / count
+    return ConceptRate(concept, category, word, rate)
+
+
+def knowledge_report(
+    backbone: Backbone,
+    detector: ToyDetector,
+    count: int = 64,
+    guidance_scale: float = 3.5,
+    num_steps: int = 20,
+) -> dict:
+    """Rates for every concept and synonym; means per category (the build's quality gate)."""
+    rows = []
+    for names in CATEGORIES.values():
+        for concept in names:
+            rows.append(
+                concept_rate(
+                    backbone,
+                    detector,
+                    concept,
+                    count=count,
+                    guidance_scale=guidance_scale,
+                    num_steps=num_steps,
+                )
+            )
+            for synonym in SYNONYMS.get(concept, ()):
+                rows.append(
+                    concept_rate(
+                        backbone,
+                        detector,
+                        concept,
+                        synonym,
+                        count=count,
+                        guidance_scale=guidance_scale,
+                        num_steps=num_steps,
+                    )
+                )
+    by_concept = {r.concept: r.rate for r in rows if r.word == r.concept}
+    means = {
+        category: sum(by_concept[c] for c in names) / len(names)
+        for category, names in CATEGORIES.items()
+    }
+    synonyms = {
+        r.word: {
+            "concept": r.concept,
+            "rate": r.rate,
+            "relative": r.rate / by_concept[r.concept] if by_concept[r.concept] else 0.0,
+        }
+        for r in rows
+        if r.word != r.concept
+    }
+    return {
+        "per_concept": by_concept,
+        "category_mean": means,
+        "synonyms": synonyms,
+        "count": count,
+        "guidance_scale": guidance_scale,
+        "num_steps": num_steps,
+    }

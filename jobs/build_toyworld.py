@@ -1,0 +1,48 @@
+"""Build the embedded toy world (model and detector) from its recipe, resumably.
+
+    python jobs/build_toyworld.py                      # all stages, into fade/toyworld/
+    python jobs/build_toyworld.py --stages autoencoder --work build/toyworld
+
+Each stage checkpoints into --work; rerun the same command to resume. See docs/toyworld.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fade.errors import FadeError, run_cli
+from fade.toyworld.build import MODEL_DIR, STAGES, build_toyworld
+from fade.toyworld.spec import ToyBuildConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jobs/build_toyworld.py", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--work", default="build/toyworld", help="checkpoint directory")
+    parser.add_argument("--out", default=str(MODEL_DIR), help="where the diffusers folder goes")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {STAGES}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-steps", type=int, help="override the recipe's model steps")
+    args = parser.parse_args(argv)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise FadeError(f"unknown stage(s) {unknown}: choose from {list(STAGES)}")
+    config = ToyBuildConfig(seed=args.seed)
+    if args.model_steps:
+        config.model.steps = args.model_steps
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    report = build_toyworld(config, Path(args.work), Path(args.out), stages)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
