@@ -1,0 +1,99 @@
+"""Saliency ranks projections; LoRA lands on exactly the selected ones and round-trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fade.adapters import (
+    adapter_modules,
+    adapter_size_bytes,
+    attach_lora,
+    load_adapter,
+    lora_parameters,
+    save_adapter,
+)
+from fade.backbones import Backbone, wrap_pipeline
+from fade.saliency import candidate_modules, locate_concept, select_top
+from tests.tiny import TINY_SIZE, tiny_flux_pipeline, tiny_sd_pipeline
+
+TARGET = ["a photo of a red circle", "a red circle in the style of dotted"]
+NEUTRAL = ["a photo of a red object", "a red object in the style of dotted"]
+BUILDERS = {"flux": tiny_flux_pipeline, "sd": tiny_sd_pipeline}
+
+
+def fresh(family: str, seed: int = 0) -> Backbone:
+    pipeline = BUILDERS[family](seed=seed)
+    pipeline.set_progress_bar_config(disable=True)
+    return wrap_pipeline(pipeline)
+
+
+def images(backbone: Backbone, seed: int = 4) -> torch.Tensor:
+    noise = backbone.initial_noise(2, TINY_SIZE, TINY_SIZE, torch.Generator().manual_seed(seed))
+    result = backbone.sample(noise, backbone.encode(TARGET), 3, height=TINY_SIZE, width=TINY_SIZE)
+    return backbone.decode(result.latents, TINY_SIZE, TINY_SIZE)
+
+
+@pytest.mark.parametrize("family", ["flux", "sd"])
+def test_candidates_are_attention_and_feed_forward_projections(family: str) -> None:
+    names = candidate_modules(fresh(family).denoiser, family)
+    assert names and all(("attn" in n or "ff" in n or "proj" in n) for n in names)
+    assert not any(
+        n.startswith(("x_embedder", "context_embedder", "time_text_embed")) for n in names
+    )
+
+
+def test_select_top_keeps_the_highest_fraction_in_model_order() -> None:
+    scores = {"a": 0.1, "b": 0.9, "c": 0.5, "d": 0.7}
+    assert select_top(scores, 0.5) == ["b", "d"]
+    assert select_top(scores, 0.01) == ["b"]
+    assert select_top(scores, 1.0) == list(scores)
+    with pytest.raises(ValueError):
+        select_top(scores, 0.0)
+
+
+@pytest.mark.parametrize("family", ["flux", "sd"])
+def test_saliency_scores_every_candidate_and_leaves_weights_frozen(family: str) -> None:
+    backbone = fresh(family)
+    selection = locate_concept(
+        backbone,
+        TARGET,
+        NEUTRAL,
+        sparsity=0.25,
+        batches=1,
+        batch_size=2,
+        sample_steps=2,
+        size=(TINY_SIZE, TINY_SIZE),
+    )
+    candidates = candidate_modules(backbone.denoiser, family)
+    assert set(selection.scores) == set(candidates)
+    assert sum(score > 0 for score in selection.scores.values()) > len(candidates) // 2
+    assert len(selection.selected) == max(1, -(-len(candidates) // 4))
+    assert not any(p.requires_grad for p in backbone.denoiser.parameters())
+    assert selection.to_dict()["ranking"][0][1] >= selection.to_dict()["ranking"][-1][1]
+
+
+@pytest.mark.parametrize("family", ["flux", "sd"])
+def test_adapter_round_trips_fuses_and_unfuses(family: str, tmp_path) -> None:
+    trained = fresh(family)
+    base_images = images(trained)
+    modules = candidate_modules(trained.denoiser, family)[:3]
+    attach_lora(trained, modules, rank=2, alpha=8.0)  # alpha != rank: metadata must survive
+    assert torch.equal(images(trained), base_images), "a new adapter starts as the identity"
+    with torch.no_grad():
+        for p in lora_parameters(trained):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    erased_images = images(trained)
+    assert not torch.allclose(erased_images, base_images, atol=1e-3)
+    save_adapter(trained, tmp_path)
+    assert adapter_modules(tmp_path) == sorted(modules)
+    assert adapter_size_bytes(tmp_path) > 0
+
+    reloaded = fresh(family)
+    load_adapter(reloaded, tmp_path)
+    torch.testing.assert_close(images(reloaded), erased_images, rtol=0, atol=1e-5)
+    reloaded.pipeline.fuse_lora()
+    torch.testing.assert_close(images(reloaded), erased_images, rtol=0, atol=1e-4)
+    reloaded.pipeline.unfuse_lora()
+    reloaded.pipeline.disable_lora()
+    torch.testing.assert_close(images(reloaded), base_images, rtol=0, atol=1e-5)
