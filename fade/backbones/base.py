@@ -196,6 +196,10 @@ class Backbone(ABC):
     def _scheduler_copy(scheduler: object) -> object:
         return copy.deepcopy(scheduler)
 
+    def to_spatial(self, latents: Tensor, height: int, width: int) -> Tensor:
+        """Latents as (B, C, H', W') maps (what a discriminator on x̂0 looks at)."""
+        return latents
+
     # --- pixels ------------------------------------------------------------------------------
 
     @abstractmethod

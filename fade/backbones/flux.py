@@ -149,6 +149,9 @@ class FluxBackbone(Backbone):
         timesteps, _ = retrieve_timesteps(scheduler, num_steps, self.device, sigmas=sigmas, mu=mu)
         return scheduler, timesteps, scheduler.sigmas[: len(timesteps)].to(self.device)
 
+    def to_spatial(self, latents: Tensor, height: int, width: int) -> Tensor:
+        return self.pipeline._unpack_latents(latents, height, width, self.pipeline.vae_scale_factor)
+
     def decode(self, latents: Tensor, height: int, width: int) -> Tensor:
         vae = self.pipeline.vae
         unpacked = self.pipeline._unpack_latents(

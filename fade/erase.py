@@ -1,0 +1,245 @@
+"""The erasure loop on one process: what each Ray Train worker runs (DESIGN.md section 2).
+
+`Eraser` has a visible life cycle: `setup()` locates the concept (saliency), attaches the sparse
+LoRA adapter and builds the discriminator; `pretrain_discriminator()` teaches D to tell the
+concept's x̂0 from neutral x̂0; `train()` runs the objective until D's held-out accuracy is near
+chance or `steps` run out. Supports: any backbone (FLUX, SD), one or K concepts (K+1-way D),
+surrogates, the ablation switches (w_rem=0, lam=0, sparsity=1). Gradient synchronisation
+across workers is injected (`sync_gradients`), so the same loop runs alone or data-parallel.
+Raises ValueError on inconsistent inputs; user-facing validation happens before (fade.plan).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from fade.adapters import attach_lora, lora_parameters
+from fade.backbones import Backbone, Conditioning
+from fade.concepts import PromptSets
+from fade.config import EraseConfig
+from fade.discriminator import ConceptDiscriminator, discriminator_loss
+from fade.losses import (
+    base_prediction,
+    distillation_loss,
+    early_sigmas,
+    preservation_loss,
+    removal_loss,
+)
+from fade.saliency import SaliencySelection, locate_concept
+
+logger = logging.getLogger(__name__)
+SIGMA_RANGE = (0.1, 0.95)  # where x̂0 is informative enough for D and not trivially clean
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    removal: float
+    preservation: float
+    distillation: float
+    discriminator: float
+    heldout_accuracy: float | None = None
+
+
+@dataclass
+class EraseResult:
+    selection: SaliencySelection
+    history: list[StepLog] = field(default_factory=list)
+    stopped_early: bool = False
+    steps_run: int = 0
+
+
+class Eraser:
+    def __init__(
+        self,
+        backbone: Backbone,
+        prompts: PromptSets,
+        config: EraseConfig,
+        size: tuple[int, int] = (32, 32),
+        seed: int = 0,
+        sync_gradients: Callable[[list[torch.nn.Parameter]], None] | None = None,
+        heldout_fraction: float = 0.2,
+    ):
+        self.backbone, self.prompts, self.config, self.size = backbone, prompts, config, size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sync_gradients = sync_gradients
+        rows = torch.randperm(len(prompts.target), generator=self.generator).tolist()
+        held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
+        self.heldout_rows, self.train_rows = rows[:held], rows[held:] or rows
+        self.labels = torch.tensor(prompts.concept_of)
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def setup(self) -> SaliencySelection:
+        cfg = self.config
+        self.selection = locate_concept(
+            self.backbone,
+            self.prompts.target,
+            self.prompts.neutral,
+            cfg.sparsity,
+            batches=cfg.saliency_batches,
+            batch_size=cfg.batch_size,
+            sample_steps=cfg.sample_steps,
+            size=self.size,
+            seed=int(self._randint(2**31)),
+        )
+        attach_lora(self.backbone, self.selection.selected, cfg.lora_rank, cfg.lora_alpha)
+        self.adapter_params = lora_parameters(self.backbone)
+        channels = self._x0(self._noise(1)).shape[1]
+        self.discriminator = ConceptDiscriminator(channels, len(self.prompts.concepts))
+        self.discriminator.to(self.backbone.device)
+        self.optimizer = torch.optim.AdamW(self.adapter_params, lr=cfg.lr, weight_decay=0.0)
+        self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.disc_lr)
+        return self.selection
+
+    def pretrain_discriminator(self, steps: int | None = None) -> float:
+        """Fit D on the current model's x̂0 before erasing; returns its held-out accuracy."""
+        for _ in range(self.config.disc_pretrain_steps if steps is None else steps):
+            concept_x0, labels, neutral_x0 = self._discriminator_batch(self.train_rows)
+            self._update_discriminator(concept_x0, labels, neutral_x0)
+        return self.heldout_accuracy()
+
+    def train(self, progress: bool = True) -> EraseResult:
+        result = EraseResult(self.selection)
+        bar = tqdm(range(self.config.steps), desc="erase", disable=not progress)
+        for step in bar:
+            log = self.step(step)
+            if (step + 1) % self.config.eval_every == 0:
+                log.heldout_accuracy = self.heldout_accuracy()
+            result.history.append(log)
+            result.steps_run = step + 1
+            bar.set_postfix(loss=f"{log.loss:.4f}", d_loss=f"{log.discriminator:.3f}")
+            if log.heldout_accuracy is not None and self._near_chance(log.heldout_accuracy):
+                result.stopped_early = True
+                logger.info(
+                    "D is at chance (%.2f) after %d steps: stopping", log.heldout_accuracy, step + 1
+                )
+                break
+        return result
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def step(self, step: int) -> StepLog:
+        cfg, size = self.config, self.size
+        rows = self._rows(self.train_rows)
+        target, neutral, surrogate = self._conditions(rows)
+        z, sigma = self._trajectory_state(target)
+        prediction = self.backbone.predict(z, sigma, target, size=size)
+        concept_x0 = self.backbone.x0_from_prediction(z, sigma, prediction)
+        zero = torch.zeros((), device=z.device)
+        removal = removal_loss(self.discriminator, self._spatial(concept_x0)) if cfg.w_rem else zero
+        distill = zero
+        if cfg.w_dist:
+            reference = base_prediction(self.backbone, z, sigma, surrogate, size)
+            distill = distillation_loss(prediction, reference)
+        neutral_x0 = self._x0_of(neutral)
+        preserve = zero
+        if cfg.lam:
+            preserve = self._preservation(neutral, neutral_x0)
+        loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.sync_gradients is not None:
+            self.sync_gradients(self.adapter_params)
+        self.optimizer.step()
+        d_loss = 0.0
+        if cfg.w_rem:
+            d_loss = self._update_discriminator(
+                self._spatial(concept_x0.detach()), self.labels[rows], self._spatial(neutral_x0)
+            )
+        return StepLog(step, loss.item(), removal.item(), preserve.item(), distill.item(), d_loss)
+
+    def heldout_accuracy(self) -> float:
+        concept_x0, labels, neutral_x0 = self._discriminator_batch(
+            self.heldout_rows or self.train_rows
+        )
+        return self.discriminator.accuracy(concept_x0, labels, neutral_x0)
+
+    # --- pieces --------------------------------------------------------------------------------
+
+    def _preservation(self, neutral: Conditioning, neutral_x0: torch.Tensor) -> torch.Tensor:
+        """L_pres on neutral prompts and (if any) retain prompts, at σ in [1 − t0, 1]."""
+        batch = len(neutral)
+        sigma = early_sigmas(batch, self.config.t0, self.generator).to(neutral_x0.device)
+        z = self.backbone.add_noise(neutral_x0, self._noise(batch), sigma)
+        loss = preservation_loss(self.backbone, z, sigma, neutral, self.size)
+        if self.prompts.retain:
+            picks = self._randint(len(self.prompts.retain), batch).tolist()
+            retain = self.backbone.encode([self.prompts.retain[i] for i in picks])
+            loss = loss + preservation_loss(self.backbone, z, sigma, retain, self.size)
+        return loss
+
+    def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """No-grad sampling from noise down to a random σ: the model's own state there."""
+        low, high = SIGMA_RANGE
+        sigma_end = low + (high - low) * float(torch.rand(1, generator=self.generator))
+        height, width = self.size
+        state = self.backbone.sample(
+            self._noise(len(cond)),
+            cond,
+            self.config.sample_steps,
+            sigma_end=sigma_end,
+            height=height,
+            width=width,
+        )
+        sigma = torch.full((len(cond),), state.sigma, device=state.latents.device)
+        return state.latents, sigma
+
+    def _x0_of(self, cond: Conditioning) -> torch.Tensor:
+        with torch.no_grad():
+            z, sigma = self._trajectory_state(cond)
+            prediction = self.backbone.predict(z, sigma, cond, size=self.size)
+            return self.backbone.x0_from_prediction(z, sigma, prediction)
+
+    def _discriminator_batch(self, pool: list[int]):
+        rows = self._rows(pool)
+        target, neutral, _ = self._conditions(rows)
+        return (
+            self._spatial(self._x0_of(target)),
+            self.labels[rows],
+            self._spatial(self._x0_of(neutral)),
+        )
+
+    def _update_discriminator(self, concept_x0, labels, neutral_x0) -> float:
+        loss = discriminator_loss(
+            self.discriminator, concept_x0, labels.to(concept_x0.device), neutral_x0
+        )
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.sync_gradients is not None:
+            self.sync_gradients(list(self.discriminator.parameters()))
+        self.disc_optimizer.step()
+        return float(loss.detach())
+
+    def _conditions(self, rows: list[int]) -> tuple[Conditioning, Conditioning, Conditioning]:
+        p = self.prompts
+        target = self.backbone.encode([p.target[i] for i in rows])
+        neutral = self.backbone.encode([p.neutral[i] for i in rows])
+        surrogate = self.backbone.encode([p.surrogate[i] for i in rows]) if p.surrogate else neutral
+        return target, neutral, surrogate
+
+    def _near_chance(self, accuracy: float) -> bool:
+        return accuracy <= self.discriminator.chance() + self.config.early_stop_margin
+
+    def _rows(self, pool: list[int]) -> list[int]:
+        picks = self._randint(len(pool), self.config.batch_size).tolist()
+        return [pool[i] for i in picks]
+
+    def _randint(self, high: int, count: int = 1) -> torch.Tensor:
+        return torch.randint(high, (count,), generator=self.generator)
+
+    def _noise(self, batch: int) -> torch.Tensor:
+        height, width = self.size
+        return self.backbone.initial_noise(batch, height, width, self.generator)
+
+    def _x0(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._spatial(latents)
+
+    def _spatial(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.backbone.to_spatial(latents, *self.size)
