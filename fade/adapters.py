@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from diffusers.training_utils import cast_training_params
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
@@ -43,6 +45,8 @@ def attach_lora(
     backbone.denoiser.requires_grad_(False)
     backbone.denoiser.add_adapter(config, adapter_name=adapter_name)
     backbone.denoiser.set_adapter(adapter_name)
+    # Train the adapter in float32 even on a bf16/fp16 model: small updates vanish otherwise.
+    cast_training_params(backbone.denoiser, torch.float32)
     return config
 
 

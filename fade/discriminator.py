@@ -45,7 +45,9 @@ class ConceptDiscriminator(nn.Module):
         """Share of correct answers on concept (label) and neutral ("none") latents."""
         with torch.no_grad():
             hits = (self(concept_latents).argmax(-1) == labels).sum()
-            none = torch.full((len(neutral_latents),), self.none_class, device=labels.device)
+            none = torch.full(
+                (len(neutral_latents),), self.none_class, device=concept_latents.device
+            )
             hits = hits + (self(neutral_latents).argmax(-1) == none).sum()
         return float(hits) / (len(concept_latents) + len(neutral_latents))
 

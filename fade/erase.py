@@ -5,7 +5,7 @@ LoRA adapter and builds the discriminator; `pretrain_discriminator()` teaches D 
 concept's x̂0 from neutral x̂0; `train()` runs the objective until D's held-out accuracy is near
 chance or `steps` run out. Supports: any backbone (FLUX, SD), one or K concepts (K+1-way D),
 surrogates, the ablation switches (w_rem=0, lam=0, sparsity=1). Gradient synchronisation
-across workers is injected (`sync_gradients`), so the same loop runs alone or data-parallel.
+across workers is injected (`all_reduce_mean`), so the same loop runs alone or data-parallel.
 Raises ValueError on inconsistent inputs; user-facing validation happens before (fade.plan).
 """
 
@@ -63,15 +63,21 @@ class Eraser:
         config: EraseConfig,
         size: tuple[int, int] = (32, 32),
         seed: int = 0,
-        sync_gradients: Callable[[list[torch.nn.Parameter]], None] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
         heldout_fraction: float = 0.2,
     ):
         self.backbone, self.prompts, self.config, self.size = backbone, prompts, config, size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.sync_gradients = sync_gradients
-        rows = torch.randperm(len(prompts.target), generator=self.generator).tolist()
+        self.seed = seed
+        self.all_reduce_mean = all_reduce_mean if world_size > 1 else None
+        # Same split on every worker; each then trains on its own shard of the training rows.
+        split = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(len(prompts.target), generator=split).tolist()
         held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
-        self.heldout_rows, self.train_rows = rows[:held], rows[held:] or rows
+        self.heldout_rows, train_rows = rows[:held], rows[held:] or rows
+        self.train_rows = train_rows[rank::world_size] or train_rows
+        self.generator = torch.Generator().manual_seed(seed * 1009 + rank)
         self.labels = torch.tensor(prompts.concept_of)
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -88,7 +94,9 @@ class Eraser:
             sample_steps=cfg.sample_steps,
             size=self.size,
             seed=int(self._randint(2**31)),
+            reduce=self._mean_scores if self.all_reduce_mean else None,
         )
+        torch.manual_seed(self.seed)  # identical adapter and D initialisation on every worker
         attach_lora(self.backbone, self.selection.selected, cfg.lora_rank, cfg.lora_alpha)
         self.adapter_params = lora_parameters(self.backbone)
         channels = self._x0(self._noise(1)).shape[1]
@@ -115,7 +123,9 @@ class Eraser:
             result.history.append(log)
             result.steps_run = step + 1
             bar.set_postfix(loss=f"{log.loss:.4f}", d_loss=f"{log.discriminator:.3f}")
-            if log.heldout_accuracy is not None and self._near_chance(log.heldout_accuracy):
+            # Without the adversary D never learns after pre-training: no stopping on it.
+            stop = self.config.w_rem > 0 and log.heldout_accuracy is not None
+            if stop and self._near_chance(log.heldout_accuracy):
                 result.stopped_early = True
                 logger.info(
                     "D is at chance (%.2f) after %d steps: stopping", log.heldout_accuracy, step + 1
@@ -145,8 +155,7 @@ class Eraser:
         loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.sync_gradients is not None:
-            self.sync_gradients(self.adapter_params)
+        self._sync(self.adapter_params)
         self.optimizer.step()
         d_loss = 0.0
         if cfg.w_rem:
@@ -156,10 +165,16 @@ class Eraser:
         return StepLog(step, loss.item(), removal.item(), preserve.item(), distill.item(), d_loss)
 
     def heldout_accuracy(self) -> float:
+        """D's accuracy on held-out prompts, averaged over workers so all stop together."""
         concept_x0, labels, neutral_x0 = self._discriminator_batch(
             self.heldout_rows or self.train_rows
         )
-        return self.discriminator.accuracy(concept_x0, labels, neutral_x0)
+        accuracy = self.discriminator.accuracy(concept_x0, labels.to(concept_x0.device), neutral_x0)
+        if self.all_reduce_mean is not None:
+            shared = torch.tensor([accuracy], dtype=torch.float64, device=self.backbone.device)
+            self.all_reduce_mean(shared)
+            accuracy = float(shared)
+        return accuracy
 
     # --- pieces --------------------------------------------------------------------------------
 
@@ -212,10 +227,25 @@ class Eraser:
         )
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.sync_gradients is not None:
-            self.sync_gradients(list(self.discriminator.parameters()))
+        self._sync(self.discriminator.parameters())
         self.disc_optimizer.step()
         return float(loss.detach())
+
+    def _sync(self, parameters) -> None:
+        """Average gradients over workers (what DDP does), so every replica stays identical."""
+        if self.all_reduce_mean is None:
+            return
+        for parameter in parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            self.all_reduce_mean(parameter.grad)
+
+    def _mean_scores(self, scores: dict[str, float]) -> dict[str, float]:
+        values = torch.tensor(
+            list(scores.values()), dtype=torch.float64, device=self.backbone.device
+        )
+        self.all_reduce_mean(values)
+        return dict(zip(scores, values.tolist(), strict=True))
 
     def _conditions(self, rows: list[int]) -> tuple[Conditioning, Conditioning, Conditioning]:
         p = self.prompts

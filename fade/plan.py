@@ -91,9 +91,26 @@ def _from_concept_set(concept_set: str, catalog_name: str) -> tuple[Catalog, lis
     return catalog, catalog.set(concept_set)
 
 
+def check_toy_vocabulary(specs: list[ConceptSpec]) -> None:
+    """The toy model only knows its own words: refuse a concept it has never seen."""
+    from fade.toyworld.vocabulary import vocabulary
+
+    known = set(vocabulary())
+    for spec in specs:
+        for term in (*spec.terms, *([spec.surrogate] if spec.surrogate else [])):
+            unknown = [word for word in term.lower().split() if word not in known]
+            if unknown:
+                raise ConceptError(
+                    f"concept {spec.name!r}: the toy model's vocabulary has no word "
+                    f"{unknown[0]!r} (see docs/toyworld.md for its concepts)"
+                )
+
+
 def make_plan(cfg: FadeConfig) -> RunPlan:
     """Resolve concepts and build their prompt sets; raises a one-line FadeError on bad input."""
     catalog, specs = resolve_concepts(cfg)
+    if cfg.model.path == "toy":
+        check_toy_vocabulary(specs)
     prompts = build_prompt_sets(
         specs,
         catalog,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -81,11 +82,14 @@ def concept_saliency(
     names = candidate_modules(denoiser, backbone.family)
     modules = dict(denoiser.named_modules())
     weights = {name: modules[name].weight for name in names}
-    previous = {name: w.requires_grad for name, w in weights.items()}
+    # Only candidate weights get gradients: a model from from_pretrained has requires_grad on
+    # everything, and .grad for all of FLUX would cost gigabytes.
+    previous = {p: p.requires_grad for p in denoiser.parameters()}
     totals = dict.fromkeys(names, 0.0)
     generator = torch.Generator().manual_seed(seed)
     height, width = size
     try:
+        denoiser.requires_grad_(False)
         for w in weights.values():
             w.requires_grad_(True)
             w.grad = None
@@ -98,7 +102,7 @@ def concept_saliency(
             state = backbone.sample(
                 noise, target, sample_steps, sigma_end=sigma_end, height=height, width=width
             )
-            sigma = torch.full((batch_size,), state.sigma)
+            sigma = torch.full((batch_size,), state.sigma, device=state.latents.device)
             difference = backbone.predict(
                 state.latents, sigma, target, size=size
             ) - backbone.predict(state.latents, sigma, neutral, size=size)
@@ -107,9 +111,9 @@ def concept_saliency(
                 totals[name] += float(w.grad.abs().mean()) if w.grad is not None else 0.0
                 w.grad = None
     finally:
-        for name, w in weights.items():
-            w.requires_grad_(previous[name])
-            w.grad = None
+        for parameter, flag in previous.items():
+            parameter.requires_grad_(flag)
+            parameter.grad = None
     return {name: total / batches for name, total in totals.items()}
 
 
@@ -118,11 +122,17 @@ def locate_concept(
     target_prompts: list[str],
     neutral_prompts: list[str],
     sparsity: float,
+    reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
     **kwargs,
 ) -> SaliencySelection:
-    """Rank candidates by saliency and keep the top `sparsity` fraction (1.0 = all modules)."""
+    """Rank candidates by saliency and keep the top `sparsity` fraction (1.0 = all modules).
+
+    `reduce` combines the scores of data-parallel workers (a mean) so all select the same.
+    """
     if sparsity >= 1.0:  # the "w/o saliency" ablation: no gradient pass needed
         names = candidate_modules(backbone.denoiser, backbone.family)
         return SaliencySelection(dict.fromkeys(names, 1.0), 1.0, names)
     scores = concept_saliency(backbone, target_prompts, neutral_prompts, **kwargs)
+    if reduce is not None:
+        scores = reduce(scores)
     return SaliencySelection(scores, sparsity, select_top(scores, sparsity))

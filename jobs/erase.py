@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fade.cli import build_parser, config_from_args
-from fade.errors import FadeError, run_cli
+from fade.errors import run_cli
 from fade.plan import make_plan
+from fade.run import erase, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="resolve concepts and prompts, print the plan, stop"
     )
     args = parser.parse_args(argv)
-    plan = make_plan(config_from_args(args))
+    cfg = config_from_args(args)
+    plan = make_plan(cfg)
     print(plan.summary())
     if args.dry_run:
         return 0
-    raise FadeError(
-        "erasure training is not in this version yet (it lands with the FADE erasure issue); "
-        "use --dry-run to check a plan"
-    )
+    result = erase(cfg)
+    print(summary_table(result))
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from fade.config import load_config
 from fade.plan import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
+HUB_MODEL = "black-forest-labs/FLUX.1-dev"  # planning never loads it
 
 
 def run_job(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +34,9 @@ def test_help_names_the_shortcuts_and_overrides() -> None:
 
 
 def test_dry_run_prints_the_plan() -> None:
-    result = run_job("--dry-run", "--catalog", "cifar10", "--concepts", "airplane,ship")
+    result = run_job(
+        "--dry-run", "--model", HUB_MODEL, "--catalog", "cifar10", "--concepts", "airplane,ship"
+    )
     assert result.returncode == 0, result.stderr
     assert "concepts     airplane, ship" in result.stdout
     assert "64 target" in result.stdout
@@ -60,12 +63,13 @@ def test_user_mistakes_are_one_line_errors(args: list[str], message: str) -> Non
 
 
 def test_concept_set_forms_resolve() -> None:
-    whole = make_plan(load_config(overrides=["concepts.concept_set=mass100"]))
+    hub = f"model.path={HUB_MODEL}"
+    whole = make_plan(load_config(overrides=[hub, "concepts.concept_set=mass100"]))
     assert len(whole.concepts) == 100
-    subset = make_plan(load_config(overrides=["concepts.concept_set=mass100:animals"]))
+    subset = make_plan(load_config(overrides=[hub, "concepts.concept_set=mass100:animals"]))
     assert len(subset.concepts) == 10
     named = make_plan(
-        load_config(overrides=["concepts.catalog=cifar10", "concepts.concept_set=vehicles"])
+        load_config(overrides=[hub, "concepts.catalog=cifar10", "concepts.concept_set=vehicles"])
     )
     assert {spec.category for spec in named.concepts} == {"object"}
 
@@ -75,4 +79,10 @@ def test_surrogate_needs_exactly_one_concept() -> None:
         overrides=["concepts.catalog=cifar10", "concepts.names=cat,dog", "concepts.surrogate=frog"]
     )
     with pytest.raises(ConceptError, match="one concept"):
+        make_plan(cfg)
+
+
+def test_toy_model_refuses_words_it_never_saw() -> None:
+    cfg = load_config(overrides=["concepts.catalog=cifar10", "concepts.names=airplane"])
+    with pytest.raises(ConceptError, match="vocabulary has no word 'airplane'"):
         make_plan(cfg)

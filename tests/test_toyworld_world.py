@@ -36,9 +36,9 @@ def test_every_concept_renders_distinctly() -> None:
             elif category == "glyph":
                 scene = Scene("glyph", glyph=name, colour="white", texture="solid")
             elif category == "colour":
-                scene = Scene("shape", shape="square", colour=name, texture="solid")
+                scene = Scene("shape", shape="diamond", colour=name, texture="striped")
             elif category == "texture":
-                scene = Scene("shape", shape="square", colour="white", texture=name)
+                scene = Scene("shape", shape="heart", colour="cyan", texture=name)
             else:
                 scene = Scene("shape", shape="circle", colour="white", texture="solid", artist=name)
             image = render(scene)
@@ -90,6 +90,6 @@ def test_every_word_is_one_token() -> None:
     words = vocabulary()
     clip, t5 = build_clip_tokenizer(words), build_t5_tokenizer(words)
     for word in words:
-        assert len(clip(word).input_ids) == 3, word  # <start> word <end>
+        assert len(clip(word).input_ids) == 3, word  # <|startoftext|> word <|endoftext|>
         assert len(t5(word).input_ids) == 2, word  # word </s>
     assert t5("The Letter K").input_ids == t5("the letter k").input_ids

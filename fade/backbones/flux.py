@@ -98,6 +98,7 @@ class FluxBackbone(Backbone):
         size: tuple[int, int] | None = None,
     ) -> Tensor:
         transformer = self.pipeline.transformer
+        sigma = sigma.to(z.device)
         guidance = None
         if transformer.config.guidance_embeds:
             guidance = torch.full(

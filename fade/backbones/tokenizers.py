@@ -2,9 +2,9 @@
 
 Real CLIP and T5 tokenizers give one token to a common word; tools that look at "the concept's
 token" rely on that. These builders give the same property for a closed vocabulary (the toy
-world's, or a test's) without any download: a CLIP byte-level BPE whose merges spell each word
-into a single `word</w>` token, and a T5-style Unigram where each `▁word` outscores its letters.
-Unknown words still tokenize (letter by letter), as they would with a real tokenizer.
+world's, or a test's) without any download: a CLIP-style word-level tokenizer (start and end
+tokens, lower-casing) and a T5-style Unigram where each `▁word` outscores its letters (unknown
+words still tokenize, letter by letter).
 
 Not a tokenizer trainer: the vocabulary is given, nothing is learned from text.
 """
@@ -14,10 +14,11 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable
 
-from tokenizers import normalizers
-from transformers import CLIPTokenizer, PreTrainedTokenizerFast, T5Tokenizer
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast, T5Tokenizer
 
-CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+CLIP_BOS, CLIP_EOS, CLIP_UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -33,22 +34,36 @@ def normalize_vocabulary(words: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def build_clip_tokenizer(words: Iterable[str], model_max_length: int = 77) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer in which every vocabulary word is exactly one token."""
-    vocab: dict[str, int] = {CLIP_BOS: 0, CLIP_EOS: 1}
-    for char in _ALPHABET:
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    merges: dict[tuple[str, str], None] = {}
+def build_clip_tokenizer(
+    words: Iterable[str], model_max_length: int = 77
+) -> PreTrainedTokenizerFast:
+    """A CLIP-style tokenizer (lower-casing, `<|startoftext|>` ... `<|endoftext|>`, padded with
+    `<|endoftext|>`) whose model is word-level: every vocabulary word is exactly one token.
+
+    A BPE whose merges spell each word cannot promise that (one word's merge can pre-empt
+    another's), so the model is `WordLevel`; unknown words become `<|unk|>`.
+    """
+    vocab = {CLIP_BOS: 0, CLIP_EOS: 1, CLIP_UNK: 2}
     for word in normalize_vocabulary(words):
-        pieces = list(word)
-        pieces[-1] += "</w>"
-        built = pieces[0]
-        for piece in pieces[1:]:
-            merges.setdefault((built, piece), None)
-            built += piece
-            vocab.setdefault(built, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=model_max_length)
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(WordLevel(vocab, unk_token=CLIP_UNK))
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # words and punctuation runs
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{CLIP_BOS} $A {CLIP_EOS}",
+        pair=f"{CLIP_BOS} $A {CLIP_EOS} $B {CLIP_EOS}",
+        special_tokens=[(CLIP_BOS, 0), (CLIP_EOS, 1)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=CLIP_BOS,
+        eos_token=CLIP_EOS,
+        pad_token=CLIP_EOS,
+        unk_token=CLIP_UNK,
+        model_max_length=model_max_length,
+    )
 
 
 def build_t5_tokenizer(

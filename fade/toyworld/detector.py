@@ -87,6 +87,22 @@ class ToyDetector(nn.Module):
             ]
         return out
 
+    def found_concepts(
+        self, images: Tensor, confidence: float = DEFAULT_CONFIDENCE
+    ) -> list[set[str]]:
+        """The set of concepts confidently seen in each image (any category)."""
+        detected = self.detect(images, confidence)
+        return [
+            {found[i] for found in detected.values() if found[i] is not None}
+            for i in range(len(images))
+        ]
+
+    @torch.no_grad()
+    def features(self, images: Tensor, batch_size: int = 512) -> Tensor:
+        """FD_toy features: the 256-d penultimate layer."""
+        self.eval()
+        return torch.cat([self.embed(chunk) for chunk in images.split(batch_size)])
+
     def save(self, directory: Path, extra: dict | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, str(directory / "model.safetensors"))

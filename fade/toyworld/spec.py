@@ -54,7 +54,7 @@ class AutoencoderSchedule:
 class ModelSchedule:
     """Rectified-flow training of the transformer and both text encoders, jointly."""
 
-    steps: int = 4500
+    steps: int = 4000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 200

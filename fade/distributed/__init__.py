@@ -1,0 +1,1 @@
+"""Ray Train: run the erasure loop on workers and bring the adapter back."""

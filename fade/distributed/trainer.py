@@ -1,0 +1,87 @@
+"""Launch the erasure as a Ray Train TorchTrainer and bring its checkpoint back.
+
+Attaches to the cluster when run under `ray job submit` (RAY_ADDRESS is set) or when
+`distributed.address` is given; otherwise starts a local Ray sized to this machine and stops it
+afterwards. The run name is fixed by the caller, so a rerun with the same name and storage
+resumes rather than starts over.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fade.config import FadeConfig, config_to_dict
+from fade.distributed.worker import erase_on_worker
+from fade.errors import FadeError
+
+
+@dataclass
+class TrainOutcome:
+    checkpoint_dir: Path  # a local copy of rank 0's checkpoint (adapter, saliency, log)
+    metrics: dict
+
+
+def _start_ray(cfg: FadeConfig) -> bool:
+    """Connect or start Ray; returns True when this call started it (and must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.distributed.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    needed = cfg.distributed.num_workers * cfg.distributed.cpus_per_worker + 1
+    ray.init(
+        address="local",
+        num_cpus=max(needed, os.cpu_count() or 1),
+        include_dashboard=False,
+        log_to_driver=True,
+    )
+    return True
+
+
+def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
+    """Run the TorchTrainer; raises FadeError with the workers' error on failure."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if cfg.distributed.strategy != "ddp":
+        raise FadeError(
+            f"distributed.strategy={cfg.distributed.strategy} is not available yet: use ddp"
+        )
+    started_here = _start_ray(cfg)
+    try:
+        trainer = TorchTrainer(
+            erase_on_worker,
+            train_loop_config={"fade": config_to_dict(cfg)},
+            scaling_config=ScalingConfig(
+                num_workers=cfg.distributed.num_workers,
+                use_gpu=cfg.distributed.use_gpu,
+                resources_per_worker={"CPU": cfg.distributed.cpus_per_worker},
+            ),
+            run_config=RunConfig(
+                name=cfg.distributed.run_name or "fade-erase",
+                storage_path=str(Path(cfg.distributed.storage_path or storage).resolve()),
+            ),
+        )
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as error:
+            raise FadeError(f"erasure failed on a worker: {error}") from error
+        if result.error is not None:
+            raise FadeError(f"erasure failed on a worker: {result.error}")
+        if result.checkpoint is None:
+            raise FadeError("erasure finished without a checkpoint")
+        local = Path(tempfile.mkdtemp(prefix="fade-checkpoint-"))
+        with result.checkpoint.as_directory() as directory:
+            shutil.copytree(directory, local, dirs_exist_ok=True)
+        return TrainOutcome(local, dict(result.metrics or {}))
+    finally:
+        if started_here:
+            ray.shutdown()
