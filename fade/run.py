@@ -38,7 +38,7 @@ def _toy_reference(count: int = 512, seed: int = 999) -> np.ndarray:
     from fade.toyworld.detector import ToyDetector, images_to_unit
 
     detector = ToyDetector.load()
-    return detector.features(images_to_unit(make_scene_set(count, seed).images)).numpy()
+    return detector.embeddings(images_to_unit(make_scene_set(count, seed).images)).numpy()
 
 
 def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> dict:

@@ -102,6 +102,6 @@ def measure(
                 detector, images[rows], [concept] * len(rows), eval_cfg.confidence
             )
     neutral = _images(backbone, sets.neutral, eval_cfg, seed)
-    features = detector.features(neutral).numpy()
+    features = detector.embeddings(neutral).numpy()
     out["fd"] = frechet_distance(features, reference)
     return out

@@ -98,7 +98,7 @@ class ToyDetector(nn.Module):
         ]
 
     @torch.no_grad()
-    def features(self, images: Tensor, batch_size: int = 512) -> Tensor:
+    def embeddings(self, images: Tensor, batch_size: int = 512) -> Tensor:
         """FD_toy features: the 256-d penultimate layer."""
         self.eval()
         return torch.cat([self.embed(chunk) for chunk in images.split(batch_size)])
