@@ -39,7 +39,7 @@ def toy_generate(args: argparse.Namespace) -> None:
     }
     if args.guidance > 1:
         kwargs |= {"negative_prompt": [""] * len(prompts), "true_cfg_scale": args.guidance}
-    pipe(prompts[:2], **(kwargs | {"num_inference_steps": 1}))  # warm-up
+    pipe(prompts, **(kwargs | {"num_inference_steps": 1}))  # warm-up
     times = []
     for repeat in range(args.repeats):
         start = time.perf_counter()

@@ -1,0 +1,61 @@
+"""The committed toy model and detector load offline and still know their concepts.
+
+A small version of the build's quality gate (docs/toyworld.md): if the committed weights break,
+or the pipeline no longer loads them the standard way, CI fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import FluxPipeline
+
+from fade.backbones import load_backbone
+from fade.backbones.loading import TOY_MODEL_DIR
+from fade.toyworld.check import concept_rate
+from fade.toyworld.detector import ToyDetector, evaluate_detector
+from fade.toyworld.spec import IMAGE_SIZE, MAX_TOKENS
+
+
+@pytest.fixture(scope="module")
+def toy():
+    backbone = load_backbone("toy", device="cpu")
+    backbone.pipeline.set_progress_bar_config(disable=True)
+    return backbone
+
+
+@pytest.fixture(scope="module")
+def detector() -> ToyDetector:
+    return ToyDetector.load()
+
+
+def test_detector_is_accurate_on_fresh_renders(detector: ToyDetector) -> None:
+    report = evaluate_detector(detector, count=600, seed=777)
+    for category, accuracy in report["accuracy"].items():
+        assert accuracy >= 95.0, (category, accuracy)
+    for category, rate in report["max_false_positive"].items():
+        assert rate <= 3.0, (category, rate)
+
+
+@pytest.mark.parametrize(
+    ("concept", "word"), [("red", None), ("red", "crimson"), ("dotted", None), ("velmora", None)]
+)
+def test_toy_model_shows_its_concepts(toy, detector, concept: str, word: str | None) -> None:
+    """Concepts the committed model knows well (docs/toyworld.md has every concept's rate)."""
+    result = concept_rate(toy, detector, concept, word, count=16, num_steps=20)
+    assert result.rate >= 75.0, result  # 12 of 16
+
+
+def test_standard_pipeline_loads_the_toy_folder_offline() -> None:
+    pipe = FluxPipeline.from_pretrained(TOY_MODEL_DIR, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        ["a red circle", "the letter k"],
+        height=IMAGE_SIZE,
+        width=IMAGE_SIZE,
+        num_inference_steps=4,
+        max_sequence_length=MAX_TOKENS,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert images.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
