@@ -99,7 +99,7 @@ class Eraser:
         torch.manual_seed(self.seed)  # identical adapter and D initialisation on every worker
         attach_lora(self.backbone, self.selection.selected, cfg.lora_rank, cfg.lora_alpha)
         self.adapter_params = lora_parameters(self.backbone)
-        channels = self._x0(self._noise(1)).shape[1]
+        channels = self._spatial(self._noise(1)).shape[1]
         self.discriminator = ConceptDiscriminator(channels, len(self.prompts.concepts))
         self.discriminator.to(self.backbone.device)
         self.optimizer = torch.optim.AdamW(self.adapter_params, lr=cfg.lr, weight_decay=0.0)
@@ -267,9 +267,6 @@ class Eraser:
     def _noise(self, batch: int) -> torch.Tensor:
         height, width = self.size
         return self.backbone.initial_noise(batch, height, width, self.generator)
-
-    def _x0(self, latents: torch.Tensor) -> torch.Tensor:
-        return self._spatial(latents)
 
     def _spatial(self, latents: torch.Tensor) -> torch.Tensor:
         return self.backbone.to_spatial(latents, *self.size)

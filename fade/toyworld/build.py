@@ -111,6 +111,10 @@ def build_toyworld(
         report["model"] = _stage_model(pipeline, config, work, data, out)
     if "check" in stages:
         report["check"] = _stage_check(out, detector_out, work)
+    for stage in STAGES:  # stages finished in earlier runs belong in the report too
+        done = work / f"{stage}.json"
+        if stage not in report and done.is_file():
+            report[stage] = json.loads(done.read_text())
     (out / "build_config.json").write_text(
         json.dumps({"recipe": config.to_dict(), "report": report}, indent=2)
     )

@@ -134,7 +134,6 @@ def caption_for(
 
 def labels_for(scene: Scene) -> dict[str, int]:
     """Detector targets: per category, the concept's index, or len(names) for "none"."""
-    shows_figure = scene.figure in ("shape", "glyph")
     values = {
         "shape": scene.shape if scene.figure == "shape" else None,
         "glyph": scene.glyph if scene.figure == "glyph" else None,
@@ -142,7 +141,6 @@ def labels_for(scene: Scene) -> dict[str, int]:
         "texture": scene.texture if scene.figure != "noise" else None,
         "artist": scene.artist,
     }
-    del shows_figure
     return {
         category: (CATEGORIES[category].index(value) if value else len(CATEGORIES[category]))
         for category, value in values.items()
