@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fade.config import FadeConfig, load_config
+from fade.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def config_from_args(args: argparse.Namespace) -> FadeConfig:
         value = getattr(args, shortcut.flag.lstrip("-").replace("-", "_"))
         if value is None:
             continue
+        if not shortcut.is_switch and not str(value).strip(" ,"):
+            raise ConfigError(f"{shortcut.flag} was given an empty value: {shortcut.help}")
         overrides.append(f"{shortcut.key}={'true' if shortcut.is_switch else value}")
     overrides.extend(args.overrides)
     return load_config(args.config, overrides)

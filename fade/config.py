@@ -57,8 +57,9 @@ class ModelConfig:
 class ConceptsConfig:
     """What to erase and which prompts describe it."""
 
-    #: Concepts to erase; empty means "the entry point's default".
-    names: list[str] = field(default_factory=list)
+    #: Concepts to erase; null means "the entry point's default" (on the toy world: circle).
+    #: An explicitly empty list is refused.
+    names: list[str] | None = None
     #: A built-in catalog set name (e.g. "cifar10") or a path to a user YAML/JSON catalog.
     concept_set: str | None = None
     #: The catalog that concept names are looked up in (synonyms, anchors, templates).
@@ -139,6 +140,9 @@ class EvalConfig:
     confidence: float = _f(0.9, range=(0, 1), low_open=True, high_open=True)
     #: Folder of reference images for FID; None uses the base model's own neutral samples.
     fid_reference: str | None = None
+    #: Neutral-prompt images per model state for FD/FID: a Fréchet distance from a few dozen
+    #: images is mostly sampling noise.
+    fd_samples: int = _f(128, range=(16, None))
 
 
 @dataclass

@@ -61,10 +61,11 @@ def resolve_concepts(cfg: FadeConfig) -> tuple[Catalog, list[ConceptSpec]]:
     else:
         catalog = load_catalog(settings.catalog)
         names = settings.names
-        if not names and cfg.model.path == "toy":
+        if names is None and cfg.model.path == "toy":
             names = [DEFAULT_TOY_CONCEPT]
         if not names:
-            raise ConceptError("no concepts to erase: pass --concepts NAME[,NAME...]")
+            given = "the concept list is empty" if names is not None else "no concepts given"
+            raise ConceptError(f"{given}: pass --concepts NAME[,NAME...] or --concept-set SET")
         specs = catalog.select(names)
     if settings.anchor is not None:
         specs = [with_anchor(spec, settings.anchor) for spec in specs]

@@ -21,6 +21,7 @@ from fade.distributed.trainer import run_erasure
 from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
 from fade.errors import FadeError
 from fade.eval.erasure import build_eval_sets, measure
+from fade.eval.metrics import harmonic_h
 from fade.plan import RunPlan, make_plan
 from fade.rundir import ADAPTER, MANIFEST, METRICS, RunWriter, package_versions
 
@@ -56,7 +57,9 @@ def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> dict:
         cfg.model.local_files_only,
     )
     detector = ToyDetector.load()
-    sets = build_eval_sets(plan, per_set=8 * cfg.eval.samples_per_prompt)
+    sets = build_eval_sets(
+        plan, per_set=8 * cfg.eval.samples_per_prompt, neutral_count=cfg.eval.fd_samples
+    )
     reference = _toy_reference()
     before = measure(backbone, detector, sets, cfg.eval, reference, seed=cfg.seed)
     load_adapter(backbone, adapter_dir, ADAPTER_NAME)
@@ -70,9 +73,28 @@ def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> dict:
             for group, rate in rates.items()
         }
     metrics["fidelity"] = {"metric": "FD_toy", "before": before["fd"], "after": after["fd"]}
+    metrics["alignment"] = {
+        "metric": "adherence",
+        "before": before["adherence"],
+        "after": after["adherence"],
+    }
+    if "surrogate" in before:
+        metrics["surrogate"] = {
+            "concept": next(s for s in sets.surrogates if s),
+            "before": before["surrogate"],
+            "after": after["surrogate"],
+        }
+    metrics["H"] = harmonic_h(
+        metrics["acc"]["target"]["after"],
+        before["adherence"],
+        after["adherence"],
+        before["fd"],
+        after["fd"],
+    )
     metrics["samples"] = {
         name: len(getattr(sets, name).prompts) for name in ("target", "synonyms", "retained")
     }
+    metrics["samples"]["neutral"] = len(sets.neutral)
     metrics["detector"] = "toy"
     return metrics
 
@@ -125,8 +147,14 @@ def summary_table(result: RunResult) -> str:
     lines = [f"{'':12} {'before':>8} {'after':>8}"]
     for group, values in result.metrics["acc"].items():
         lines.append(f"Acc {group:8} {values['before']:8.1f} {values['after']:8.1f}")
-    fid = result.metrics["fidelity"]
-    lines.append(f"{fid['metric']:12} {fid['before']:8.2f} {fid['after']:8.2f}")
+    if "surrogate" in result.metrics:
+        sur = result.metrics["surrogate"]
+        name = f"shows {sur['concept']}"
+        lines.append(f"{name:12} {sur['before']:8.1f} {sur['after']:8.1f}")
+    for key in ("fidelity", "alignment"):
+        values = result.metrics[key]
+        lines.append(f"{values['metric']:12} {values['before']:8.2f} {values['after']:8.2f}")
+    lines.append(f"{'H':12} {'':8} {result.metrics['H']:8.1f}")
     adapter = result.manifest["adapter"]
     lines.append(
         f"adapter: {len(adapter['modules'])} modules, {adapter['bytes'] / 1024:.1f} KiB; "

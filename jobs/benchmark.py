@@ -1,6 +1,7 @@
 """Speed figures, printed (never asserted: machines are noisy; compare ratios in one run).
 
     python jobs/benchmark.py toy-generate      # FluxPipeline on the toy model: 64 images
+    python jobs/benchmark.py ablation          # full FADE vs w/o adversary, λ = 0, w/o saliency
 
 Each subcommand prints what it measured and how.
 """
@@ -8,6 +9,7 @@ Each subcommand prints what it measured and how.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,23 @@ def toy_generate(args: argparse.Namespace) -> None:
     )
 
 
+def ablation(args: argparse.Namespace) -> None:
+    import ray
+
+    from fade.ablation import ablation_table, run_ablation
+
+    overrides = [f"concepts.names={args.concepts}", *args.overrides]
+    ray.init(
+        address="local", num_cpus=max(3, os.cpu_count() or 1), include_dashboard=False
+    )
+    try:
+        rows = run_ablation(overrides, Path(args.out))
+    finally:
+        ray.shutdown()
+    print(f"ablation on {args.concepts} (overrides: {' '.join(args.overrides) or 'none'}):")
+    print(ablation_table(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobs/benchmark.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--guidance", type=float, default=3.5)
     generate.add_argument("--repeats", type=int, default=3)
     generate.set_defaults(run=toy_generate)
+    ablate = sub.add_parser(
+        "ablation",
+        help="erase one concept four ways (full, w/o adversary, λ = 0, w/o saliency)",
+        epilog="Extra key=value overrides apply to every variant (docs/configuration.md).",
+    )
+    ablate.add_argument("--concepts", default="circle", help="concept(s) to erase")
+    ablate.add_argument("--out", default="runs/ablation", help="one run directory per variant")
+    ablate.add_argument("overrides", nargs="*", metavar="key=value")
+    ablate.set_defaults(run=ablation)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -51,6 +51,13 @@ def test_dry_run_prints_the_plan() -> None:
         (["--catalog", "cifar10", "--concepts", "ship", "--surrogate", "ship"], "surrogate"),
         (["--catalog", "nowhere"], "unknown catalog 'nowhere'"),
         (["erase.sparsity=0"], "erase.sparsity"),
+        (["erase.sparsity=1.5"], "erase.sparsity = 1.5 is out of range"),
+        (["erase.t0=0"], "erase.t0 = 0 is out of range"),
+        (["--concepts", ""], "--concepts was given an empty value"),
+        (["concepts.names=[]"], "the concept list is empty"),
+        (["--concepts", "circel"], "did you mean: circle"),
+        (["--catalog", "cifar10", "--concepts", "airplane"], "vocabulary has no word 'airplane'"),
+        (["--concepts", "circle", "--surrogate", "disc"], "surrogate 'disc' is the concept"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(args: list[str], message: str) -> None:
@@ -86,3 +93,16 @@ def test_toy_model_refuses_words_it_never_saw() -> None:
     cfg = load_config(overrides=["concepts.catalog=cifar10", "concepts.names=airplane"])
     with pytest.raises(ConceptError, match="vocabulary has no word 'airplane'"):
         make_plan(cfg)
+
+
+def test_an_output_directory_holding_another_run_is_refused_and_left_alone(tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    result = run_job("--concepts", "circle", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"error: output directory {out} holds another run: pass --overwrite to replace it"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left behind
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]

@@ -46,7 +46,7 @@ def test_defaults_validate() -> None:
     assert validate_config(cfg) == cfg
     assert cfg.model.path == "toy"
     assert cfg.erase.t0 == 0.3
-    assert cfg.concepts.names == []
+    assert cfg.concepts.names is None
     assert cfg.erase.lora_alpha is None
 
 

@@ -62,3 +62,49 @@ def test_run_directory_is_complete(short_run) -> None:
     assert adapter_modules(path / "adapter") == sorted(manifest["saliency"]["selected"])
     with pytest.raises(RunDirectoryError, match="--overwrite"):
         check_output_dir(path, overwrite=False)
+
+
+def test_the_adapter_works_in_plain_diffusers_and_is_reversible(short_run) -> None:
+    """The product test: FluxPipeline.load_lora_weights reproduces FADE's erased images exactly;
+    fuse_lora bakes them in, unfuse_lora gives the base model back."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from fade.adapters import load_adapter
+    from fade.backbones import load_backbone
+    from fade.backbones.loading import resolve_model_path
+    from fade.eval.sampling import generate
+    from fade.toyworld.spec import MAX_TOKENS
+
+    prompt = "a circle by velmora"
+    pipe = FluxPipeline.from_pretrained(resolve_model_path("toy"), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    def diffusers_image() -> torch.Tensor:
+        return pipe(
+            [prompt],
+            negative_prompt=[""],
+            true_cfg_scale=3.5,
+            height=32,
+            width=32,
+            max_sequence_length=MAX_TOKENS,
+            num_inference_steps=8,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(7),
+        ).images
+
+    base = diffusers_image()
+    pipe.load_lora_weights(str(short_run.path / "adapter"), adapter_name="fade")
+    erased = diffusers_image()
+    assert not torch.allclose(erased, base, atol=1e-2), "the adapter changes nothing"
+
+    backbone = load_backbone("toy", local_files_only=True)
+    load_adapter(backbone, short_run.path / "adapter")
+    ours = generate(backbone, [prompt], seed=7, num_steps=8, guidance_scale=3.5)
+    torch.testing.assert_close(ours, erased, rtol=0, atol=1e-5)
+
+    pipe.fuse_lora()
+    torch.testing.assert_close(diffusers_image(), erased, rtol=0, atol=1e-4)
+    pipe.unfuse_lora()
+    pipe.disable_lora()
+    torch.testing.assert_close(diffusers_image(), base, rtol=0, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Before/after numbers for an erasure run: Acc on target, synonym and retained prompts, FD_toy.
+"""Before/after numbers for an erasure run: Acc on target, synonym and retained prompts, FD_toy,
+prompt adherence and, for a surrogate, how often the erased prompts show it.
 
 Acc (DESIGN.md section 3) is the share of images in which the detector confidently finds the
 concept the prompt asked for. Before = the base model (adapter off), after = with the adapter;
@@ -31,28 +32,62 @@ class EvalSets:
     retained: PromptGroup
     neutral: list[str]
     retained_names: list[str] = field(default_factory=list)
+    #: What each target prompt should show after erasure with a surrogate (None: no surrogate).
+    surrogates: list[str | None] = field(default_factory=list)
 
 
-def build_eval_sets(plan: RunPlan, per_set: int = 32, retained_concepts: int = 4) -> EvalSets:
-    """Target, synonym and neutral prompts from the plan; retained = same-category neighbours."""
+def _per_concept(prompts: list[str], concept_of: list[int], names: list[str], count: int):
+    """Up to `count` prompts of each concept, in concept order."""
+    group = PromptGroup([], [])
+    taken: dict[int, int] = {}
+    for prompt, index in zip(prompts, concept_of, strict=True):
+        if taken.get(index, 0) < count:
+            taken[index] = taken.get(index, 0) + 1
+            group.prompts.append(prompt)
+            group.concepts.append(names[index])
+    return group
+
+
+def build_eval_sets(
+    plan: RunPlan, per_set: int = 32, retained_concepts: int = 4, neutral_count: int = 128
+) -> EvalSets:
+    """Target, synonym and neutral prompts from the plan; retained = same-category neighbours.
+
+    One concept gets `per_set` target and synonym prompts; K concepts get per_set / K each
+    (at least 16), so a mass erasure measures every concept. Retained concepts are up to
+    `retained_concepts` non-erased neighbours from each category that is erased from. The
+    neutral prompts are cycled up to `neutral_count` images (each with its own seed), the sample
+    the Fréchet distance needs.
+    """
     p, names = plan.prompts, plan.prompts.names
-    target = PromptGroup(p.target[:per_set], [names[i] for i in p.concept_of[:per_set]])
-    synonyms = PromptGroup(
-        p.synonyms[:per_set], [names[i] for i in p.synonyms_concept_of[:per_set]]
-    )
+    each = max(16, per_set // len(names)) if len(names) > 1 else per_set
+    target = _per_concept(p.target, p.concept_of, names, each)
+    synonyms = _per_concept(p.synonyms, p.synonyms_concept_of, names, each)
+    surrogate_of = {spec.name: spec.surrogate for spec in plan.concepts}
+    surrogates = [surrogate_of.get(concept) for concept in target.concepts]
     erased = {spec.name for spec in plan.concepts}
-    categories = {spec.category for spec in plan.concepts}
+    categories = list(dict.fromkeys(spec.category for spec in plan.concepts))
     neighbours = [
-        spec for spec in plan.catalog if spec.category in categories and spec.name not in erased
-    ][:retained_concepts]
+        spec
+        for category in categories
+        for spec in [s for s in plan.catalog if s.category == category and s.name not in erased][
+            :retained_concepts
+        ]
+    ]
     retained = PromptGroup([], [])
     for spec in neighbours:
-        for i in range(max(1, per_set // max(1, len(neighbours)))):
+        for i in range(max(4, per_set // max(1, len(neighbours)))):
             template = spec.templates[i % len(spec.templates)]
             retained.prompts.append(template.replace("{}", spec.phrase))
             retained.concepts.append(spec.name)
+    neutral = [p.neutral[i % len(p.neutral)] for i in range(neutral_count)] if p.neutral else []
     return EvalSets(
-        target, synonyms, retained, p.neutral[:per_set], [spec.name for spec in neighbours]
+        target,
+        synonyms,
+        retained,
+        neutral,
+        [spec.name for spec in neighbours],
+        surrogates if any(surrogates) else [],
     )
 
 
@@ -73,6 +108,22 @@ def detection_rate(detector, images: torch.Tensor, concepts: list[str], confiden
     return 100.0 * sum(c in f for c, f in zip(concepts, found, strict=True)) / len(concepts)
 
 
+def prompt_adherence(
+    detector, images: torch.Tensor, prompts: list[str], confidence: float
+) -> float:
+    """% of the concepts the prompts ask for that the detector confidently finds (the toy world's
+    stand-in for CLIP score); prompts asking for nothing in particular are left out."""
+    from fade.toyworld.vocabulary import prompt_attributes
+
+    found = detector.found_concepts(images, confidence)
+    shares = [
+        len(wanted & seen) / len(wanted)
+        for prompt, seen in zip(prompts, found, strict=True)
+        if (wanted := prompt_attributes(prompt))
+    ]
+    return 100.0 * sum(shares) / len(shares) if shares else float("nan")
+
+
 def _images(backbone: Backbone, prompts: list[str], eval_cfg, seed: int) -> torch.Tensor:
     return generate(
         backbone,
@@ -88,20 +139,37 @@ def _images(backbone: Backbone, prompts: list[str], eval_cfg, seed: int) -> torc
 def measure(
     backbone: Backbone, detector, sets: EvalSets, eval_cfg, reference: np.ndarray, seed: int = 0
 ) -> dict:
-    """Acc per prompt group, per-concept Acc and FD_toy of neutral images, for one model state."""
+    """For one model state: Acc per prompt group and per concept, the surrogate's share of the
+    target images, prompt adherence on retained and neutral prompts, FD_toy of neutral images."""
+    confidence = eval_cfg.confidence
     out: dict = {"acc": {}, "per_concept": {}}
+    adherence_prompts: list[str] = []
+    adherence_images: list[torch.Tensor] = []
     for name in ("target", "synonyms", "retained"):
         group: PromptGroup = getattr(sets, name)
         if not group.prompts:
             continue
         images = _images(backbone, group.prompts, eval_cfg, seed)
-        out["acc"][name] = detection_rate(detector, images, group.concepts, eval_cfg.confidence)
+        out["acc"][name] = detection_rate(detector, images, group.concepts, confidence)
         for concept in dict.fromkeys(group.concepts):
             rows = [i for i, c in enumerate(group.concepts) if c == concept]
             out["per_concept"].setdefault(concept, {})[name] = detection_rate(
-                detector, images[rows], [concept] * len(rows), eval_cfg.confidence
+                detector, images[rows], [concept] * len(rows), confidence
             )
+        if name == "target" and sets.surrogates:
+            rows = [i for i, s in enumerate(sets.surrogates) if s]
+            out["surrogate"] = detection_rate(
+                detector, images[rows], [sets.surrogates[i] for i in rows], confidence
+            )
+        if name == "retained":
+            adherence_prompts += group.prompts
+            adherence_images.append(images)
     neutral = _images(backbone, sets.neutral, eval_cfg, seed)
+    adherence_prompts += sets.neutral
+    adherence_images.append(neutral)
+    out["adherence"] = prompt_adherence(
+        detector, torch.cat(adherence_images), adherence_prompts, confidence
+    )
     features = detector.embeddings(neutral).numpy()
     out["fd"] = frechet_distance(features, reference)
     return out

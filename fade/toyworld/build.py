@@ -28,7 +28,7 @@ from fade.toyworld.vocabulary import vocabulary
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
-STAGES = ("autoencoder", "detector", "model", "check")
+STAGES = ("autoencoder", "detector", "model", "refine", "check")
 
 
 def _stage_autoencoder(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data) -> dict:
@@ -58,6 +58,29 @@ def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, dat
     train_model(pipeline, latents, data, config.model, work, config.seed, MAX_TOKENS)
     pipeline.save_pretrained(out)
     stats = {"seconds": round(time.time() - started, 1), "steps": config.model.steps}
+    done.write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _stage_refine(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, out: Path):
+    """Second training phase, from the first phase's saved (EMA) model in `out`."""
+    done = work / "refine.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    started = time.time()
+    trained = FluxPipeline.from_pretrained(out, local_files_only=True)
+    for name in ("transformer", "text_encoder", "text_encoder_2"):
+        getattr(pipeline, name).load_state_dict(getattr(trained, name).state_dict())
+    schedule = config.refine
+    data = make_scene_set(
+        config.dataset_size, config.seed + 1, figure_weights=schedule.figure_weights
+    )
+    latents = encode_dataset(pipeline, data)
+    train_model(
+        pipeline, latents, data, schedule, work, config.seed + 1, MAX_TOKENS, phase="refine"
+    )
+    pipeline.save_pretrained(out)
+    stats = {"seconds": round(time.time() - started, 1), "steps": schedule.steps}
     done.write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -103,12 +126,14 @@ def build_toyworld(
     pipeline = build_flux_pipeline(TOY_ARCH, vocabulary(), seed=config.seed)
     pipeline.set_progress_bar_config(disable=True)
     report = {}
-    if "autoencoder" in stages or "model" in stages:  # the model trains on the VAE's latents
+    if {"autoencoder", "model", "refine"} & set(stages):  # the model trains on the VAE's latents
         report["autoencoder"] = _stage_autoencoder(pipeline, config, work, data)
     if "detector" in stages:
         report["detector"] = _stage_detector(config, work, detector_out)
     if "model" in stages:
         report["model"] = _stage_model(pipeline, config, work, data, out)
+    if "refine" in stages:
+        report["refine"] = _stage_refine(pipeline, config, work, out)
     if "check" in stages:
         report["check"] = _stage_check(out, detector_out, work)
     for stage in STAGES:  # stages finished in earlier runs belong in the report too

@@ -42,9 +42,13 @@ def _placement(rng: np.random.Generator, glyph: bool) -> dict[str, float]:
     }
 
 
-def sample_scene(rng: np.random.Generator, kind: str | None = None) -> Scene:
-    """A random scene of `kind` ("shape", "glyph", "artist"; random by FIGURE_WEIGHTS if None)."""
-    kind = kind or str(rng.choice(FIGURE_KINDS, p=FIGURE_WEIGHTS))
+def sample_scene(
+    rng: np.random.Generator,
+    kind: str | None = None,
+    weights: tuple[float, float, float] = FIGURE_WEIGHTS,
+) -> Scene:
+    """A random scene of `kind` ("shape", "glyph", "artist"; drawn by `weights` if None)."""
+    kind = kind or str(rng.choice(FIGURE_KINDS, p=weights))
     seed = int(rng.integers(2**31))
     if kind == "shape":
         return Scene(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fade.toyworld.captions import sample_negative, sample_scene
+from fade.toyworld.captions import FIGURE_WEIGHTS, sample_negative, sample_scene
 from fade.toyworld.render import Scene, render
 from fade.toyworld.spec import IMAGE_SIZE
 
@@ -40,11 +40,22 @@ def render_scenes(scenes: list[Scene], size: int = IMAGE_SIZE) -> np.ndarray:
     return np.stack([render(scene, size) for scene in scenes])
 
 
-def make_scene_set(count: int, seed: int, negative_rate: float = 0.0) -> SceneSet:
-    """`count` random scenes (a share of them detector negatives) and their renders."""
+def make_scene_set(
+    count: int,
+    seed: int,
+    negative_rate: float = 0.0,
+    figure_weights: tuple[float, float, float] = FIGURE_WEIGHTS,
+) -> SceneSet:
+    """`count` random scenes (a share of them detector negatives) and their renders.
+
+    `figure_weights` (shape, glyph, artist scenes) lets a training phase dwell on what the
+    model has not learned yet.
+    """
     rng = np.random.default_rng(seed)
     scenes = [
-        sample_negative(rng) if rng.random() < negative_rate else sample_scene(rng)
+        sample_negative(rng)
+        if rng.random() < negative_rate
+        else sample_scene(rng, weights=figure_weights)
         for _ in range(count)
     ]
     return SceneSet(scenes, render_scenes(scenes))

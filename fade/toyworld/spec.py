@@ -61,6 +61,24 @@ class ModelSchedule:
     ema_decay: float = 0.999
     empty_caption_rate: float = 0.1  # learn the unconditional branch for CFG
     checkpoint_every: int = 250
+    final_lr_fraction: float = 0.1  # cosine decay ends at this share of `lr`
+    sigma_location: float = 0.0  # logit-normal mean of the training sigma; > 0 favours noise
+    figure_weights: tuple[float, float, float] = (0.45, 0.25, 0.30)  # shape, glyph, artist
+
+
+def _refine_schedule() -> ModelSchedule:
+    """Second phase from the first one's EMA weights: colours, textures and artists are learned
+    by then, geometry is not. So: more shape and letter scenes, more weight on the high-noise
+    steps where a figure's outline is decided, and a decay to a low learning rate at the end.
+    """
+    return ModelSchedule(
+        steps=1500,
+        lr=6e-4,
+        warmup_steps=100,
+        final_lr_fraction=0.05,
+        sigma_location=0.5,
+        figure_weights=(0.45, 0.40, 0.15),
+    )
 
 
 @dataclass
@@ -77,6 +95,7 @@ class ToyBuildConfig:
     dataset_size: int = 60000
     autoencoder: AutoencoderSchedule = field(default_factory=AutoencoderSchedule)
     model: ModelSchedule = field(default_factory=ModelSchedule)
+    refine: ModelSchedule = field(default_factory=_refine_schedule)
     detector: DetectorSchedule = field(default_factory=DetectorSchedule)
 
     def to_dict(self) -> dict:

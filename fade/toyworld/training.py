@@ -150,8 +150,13 @@ def train_model(
     seed: int,
     max_tokens: int,
     on_checkpoint: Callable[[int], None] | None = None,
+    phase: str = "model",
 ) -> None:
-    """Rectified-flow training of transformer + text encoders; EMA weights end in `pipeline`."""
+    """Rectified-flow training of transformer + text encoders; EMA weights end in `pipeline`.
+
+    Starts from whatever weights `pipeline` holds, so a later `phase` (with its own checkpoint
+    file in `work`) continues an earlier one.
+    """
     modules = {
         "transformer": pipeline.transformer,
         "text_encoder": pipeline.text_encoder,
@@ -167,7 +172,7 @@ def train_model(
     }
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    checkpoint_path = work / "model.pt"
+    checkpoint_path = work / f"{phase}.pt"
     start = 0
     if (state := _load_checkpoint(checkpoint_path)) is not None:
         for name, module in modules.items():
@@ -177,13 +182,16 @@ def train_model(
         generator.set_state(state["generator"])
         rng.bit_generator.state = state["rng"]
         start = state["step"]
-        logger.info("resuming model training at step %d", start)
+        logger.info("resuming %s training at step %d", phase, start)
     conditioner = _TextConditioner(pipeline, max_tokens)
     side = math.isqrt(latents.shape[1])
     image_ids = pipeline._prepare_latent_image_ids(1, side, side, "cpu", torch.float32)
     text_ids = torch.zeros(max_tokens, 3)
     progress = tqdm(
-        range(start, schedule.steps), desc="toy FLUX", initial=start, total=schedule.steps
+        range(start, schedule.steps),
+        desc=f"toy FLUX ({phase})",
+        initial=start,
+        total=schedule.steps,
     )
     running = None
     for step in progress:
@@ -194,7 +202,8 @@ def train_model(
             for i in index.tolist()
         ]
         embeds, pooled = conditioner(captions)
-        sigma = torch.sigmoid(torch.randn(len(x0), generator=generator))  # logit-normal
+        normal = torch.randn(len(x0), generator=generator)
+        sigma = torch.sigmoid(normal + schedule.sigma_location)  # logit-normal
         noise = torch.randn(x0.shape, generator=generator)
         z = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
         prediction = pipeline.transformer(
@@ -212,7 +221,8 @@ def train_model(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         lr = schedule.lr * min(1.0, (step + 1) / schedule.warmup_steps)
-        lr *= 0.55 + 0.45 * math.cos(math.pi * step / schedule.steps)
+        floor = schedule.final_lr_fraction
+        lr *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / schedule.steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()

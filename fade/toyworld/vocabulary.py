@@ -166,3 +166,13 @@ def vocabulary() -> list[str]:
 
 def concept_count() -> int:
     return sum(len(names) for names in CATEGORIES.values())
+
+
+def prompt_attributes(prompt: str) -> set[str]:
+    """The concepts a toy prompt asks for ("a crimson circle by velmora" -> red, circle, velmora).
+
+    Anchor and function words name no concept; synonyms count as their concept.
+    """
+    known = {name for names in CATEGORIES.values() for name in names}
+    words = (canonical_name(word) for word in prompt.lower().split())
+    return {word for word in words if word in known}

@@ -1,0 +1,84 @@
+"""Evaluation inputs: the prompt groups of a run, prompt adherence, the surrogate's rate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fade.config import load_config
+from fade.eval.erasure import build_eval_sets, detection_rate, prompt_adherence
+from fade.plan import make_plan
+from fade.toyworld.captions import caption_for, sample_scene
+from fade.toyworld.data import render_scenes
+from fade.toyworld.detector import ToyDetector, images_to_unit
+from fade.toyworld.vocabulary import prompt_attributes
+
+
+@pytest.mark.parametrize(
+    ("prompt", "attributes"),
+    [
+        ("a crimson striped circle by velmora", {"red", "striped", "circle", "velmora"}),
+        ("a red shape", {"red"}),
+        ("the letter k", {"k"}),
+        ("the letter", set()),
+        ("a disc", {"circle"}),
+    ],
+)
+def test_prompt_attributes_are_canonical_concepts(prompt: str, attributes: set[str]) -> None:
+    assert prompt_attributes(prompt) == attributes
+
+
+@pytest.fixture(scope="module")
+def renders():
+    rng = np.random.default_rng(5)
+    scenes = [sample_scene(rng) for _ in range(48)]
+    captions = [caption_for(scene, rng) for scene in scenes]
+    return images_to_unit(render_scenes(scenes)), captions
+
+
+def test_adherence_is_high_for_true_captions_and_low_for_wrong_ones(renders) -> None:
+    images, captions = renders
+    detector = ToyDetector.load()
+    true_rate = prompt_adherence(detector, images, captions, 0.9)
+    wrong = captions[1:] + captions[:1]  # every image with another image's caption
+    wrong_rate = prompt_adherence(detector, images, wrong, 0.9)
+    assert true_rate >= 95.0, true_rate
+    assert wrong_rate <= 40.0, wrong_rate
+
+
+def test_adherence_skips_prompts_that_ask_for_nothing(renders) -> None:
+    images = renders[0]
+    detector = ToyDetector.load()
+    assert np.isnan(prompt_adherence(detector, images[:2], ["the letter", "a shape"], 0.9))
+
+
+def test_eval_sets_carry_the_surrogate_and_enough_neutral_images() -> None:
+    plan = make_plan(load_config(overrides=["concepts.names=circle", "concepts.surrogate=square"]))
+    sets = build_eval_sets(plan, per_set=16, neutral_count=40)
+    assert sets.surrogates == ["square"] * len(sets.target.prompts)
+    assert len(sets.neutral) == 40 and all("circle" not in p for p in sets.neutral)
+    plain = build_eval_sets(make_plan(load_config(overrides=["concepts.names=circle"])))
+    assert plain.surrogates == []
+
+
+def test_detection_rate_counts_the_asked_concept() -> None:
+    rng = np.random.default_rng(1)
+    circles = [sample_scene(rng, "shape") for _ in range(8)]
+    circles = [replace(scene, shape="circle", artist=None) for scene in circles]
+    pictures = images_to_unit(render_scenes(circles))
+    detector = ToyDetector.load()
+    assert detection_rate(detector, pictures, ["circle"] * 8, 0.9) == 100.0
+    assert detection_rate(detector, pictures, ["square"] * 8, 0.9) == 0.0
+
+
+def test_mass_erasure_measures_every_concept_and_every_category() -> None:
+    names = "circle,square,red,blue,velmora,okafor"
+    plan = make_plan(load_config(overrides=[f"concepts.names=[{names}]"]))
+    sets = build_eval_sets(plan, per_set=32)
+    assert set(sets.target.concepts) == set(names.split(","))
+    assert all(sets.target.concepts.count(c) == 16 for c in names.split(","))
+    retained_categories = {c for c in sets.retained_names if c in {"triangle", "orange", "tanaka"}}
+    assert retained_categories == {"triangle", "orange", "tanaka"}
+    assert not set(sets.retained_names) & set(names.split(","))
