@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev,detectors]"
+# Browser tests (tests/test_report.py) drive Debian's Chromium, which lives outside the venv.
+if [ -n "$extras" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+  && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      chromium chromium-driver; } >/dev/null 2>&1 \
+    || echo "setup.sh: could not install chromium; tests/test_report.py will try again" >&2
+fi
 venv=.venv
 stamp="$venv/.fade-installed${extras}"
 # The stamp records what the install was made from; any change to these files reinstalls.
