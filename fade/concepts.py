@@ -402,7 +402,8 @@ def _round_robin(streams: Sequence[Sequence[str]]) -> list[str]:
 def _retain_prompts(
     erased: Sequence[ConceptSpec], catalog: Catalog | None, n: int, rng: random.Random
 ) -> list[str]:
-    """Captions and other concepts' prompts, alternating, none mentioning an erased concept.
+    """Captions, same-category neighbours' prompts and other concepts' prompts, in turn, none
+    mentioning an erased concept.
 
     Catalog concepts sharing a name or synonym with an erased concept are not retained at all.
     """
@@ -413,13 +414,18 @@ def _retain_prompts(
 
     captions = catalog.retain if catalog and catalog.retain else GENERIC_RETAIN
     caption_stream = [c for c in dict.fromkeys(captions) if keep(c)]
+    erased_categories = {spec.category for spec in erased}
+    neighbours: list[list[str]] = []  # same category: where an erasure spills over first
     others: list[list[str]] = []
     for spec in catalog or ():
         if erased_keys.isdisjoint(_key(term) for term in spec.terms):
             prompts = {render_prompt(t, p) for t in spec.templates for p in spec.phrases}
-            others.append([p for p in sorted(prompts) if keep(p)])
-    for stream in (caption_stream, *others):
+            stream = [p for p in sorted(prompts) if keep(p)]
+            (neighbours if spec.category in erased_categories else others).append(stream)
+    for stream in (caption_stream, *neighbours, *others):
         rng.shuffle(stream)
+    rng.shuffle(neighbours)
     rng.shuffle(others)
-    order = _round_robin([caption_stream, _round_robin(others)])
+    streams = [caption_stream, _round_robin(neighbours), _round_robin(others)]
+    order = _round_robin([stream for stream in streams if stream])
     return [order[i % len(order)] for i in range(n)] if order else []

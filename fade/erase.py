@@ -185,9 +185,12 @@ class Eraser:
         z = self.backbone.add_noise(neutral_x0, self._noise(batch), sigma)
         loss = preservation_loss(self.backbone, z, sigma, neutral, self.size)
         if self.prompts.retain:
+            # Each retain prompt on its own trajectory: a neighbour concept's states differ
+            # from the neutral prompt's, and those are the states its images pass through.
             picks = self._randint(len(self.prompts.retain), batch).tolist()
             retain = self.backbone.encode([self.prompts.retain[i] for i in picks])
-            loss = loss + preservation_loss(self.backbone, z, sigma, retain, self.size)
+            z_retain = self.backbone.add_noise(self._x0_of(retain), self._noise(batch), sigma)
+            loss = loss + preservation_loss(self.backbone, z_retain, sigma, retain, self.size)
         return loss
 
     def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:

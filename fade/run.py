@@ -20,8 +20,9 @@ from fade.config import FadeConfig, config_hash, config_to_dict
 from fade.distributed.trainer import run_erasure
 from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
 from fade.errors import FadeError
-from fade.eval.erasure import build_eval_sets, measure
+from fade.eval.erasure import EvalSets, PromptGroup, build_eval_sets, measure
 from fade.eval.metrics import harmonic_h
+from fade.eval.report import ConceptGrid, write_report
 from fade.plan import RunPlan, make_plan
 from fade.rundir import ADAPTER, MANIFEST, METRICS, RunWriter, package_versions
 
@@ -42,8 +43,29 @@ def _toy_reference(count: int = 512, seed: int = 999) -> np.ndarray:
     return detector.embeddings(images_to_unit(make_scene_set(count, seed).images)).numpy()
 
 
-def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> dict:
-    """Before/after metrics on the toy world (other detectors arrive with the evaluation work)."""
+def _grids(sets: EvalSets, before: dict, after: dict, per_row: int = 8) -> list[ConceptGrid]:
+    """Per erased concept: the same seeds before and after, for each kind of prompt."""
+    grids = []
+    for concept in dict.fromkeys(sets.target.concepts):
+        rows = []
+        for name in ("target", "synonyms", "retained"):
+            group: PromptGroup = getattr(sets, name)
+            picks = [i for i, c in enumerate(group.concepts) if name == "retained" or c == concept][
+                :per_row
+            ]
+            if picks:
+                label = f"{name}: {group.prompts[picks[0]]}" + (" ..." if len(picks) > 1 else "")
+                rows.append((label, before["images"][name][picks], after["images"][name][picks]))
+        neutral = f"neutral: {sets.neutral[0]} ..."
+        rows.append(
+            (neutral, before["images"]["neutral"][:per_row], after["images"]["neutral"][:per_row])
+        )
+        grids.append(ConceptGrid(concept, rows))
+    return grids
+
+
+def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> tuple[dict, list]:
+    """Before/after metrics on the toy world, and the before/after image grids for the report."""
     from fade.toyworld.detector import ToyDetector
 
     if cfg.eval.detector != "toy":
@@ -96,7 +118,7 @@ def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> dict:
     }
     metrics["samples"]["neutral"] = len(sets.neutral)
     metrics["detector"] = "toy"
-    return metrics
+    return metrics, _grids(sets, before, after)
 
 
 def erase(cfg: FadeConfig) -> RunResult:
@@ -106,7 +128,7 @@ def erase(cfg: FadeConfig) -> RunResult:
     try:
         outcome = run_erasure(cfg, storage=writer.staging.parent / f"{writer.staging.name}-ray")
         adapter_dir = writer.add_tree(ADAPTER, outcome.checkpoint_dir / "adapter")
-        metrics = evaluate_run(cfg, plan, adapter_dir)
+        metrics, grids = evaluate_run(cfg, plan, adapter_dir)
         training = json.loads((outcome.checkpoint_dir / TRAINING_LOG).read_text())
         manifest = {
             "model": {
@@ -131,6 +153,7 @@ def erase(cfg: FadeConfig) -> RunResult:
         writer.write_json(MANIFEST, manifest)
         writer.write_json(METRICS, metrics)
         writer.write_json(TRAINING_LOG, training)
+        write_report(writer.staging, metrics, grids, manifest)
         path = writer.commit()
     except BaseException:
         writer.abort()

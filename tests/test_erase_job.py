@@ -7,6 +7,7 @@ gradient sync or a broken adapter save fails here.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -56,7 +57,12 @@ def test_run_directory_is_complete(short_run) -> None:
     path = short_run.path
     manifest = json.loads((path / "manifest.json").read_text())
     assert (path / "adapter" / "pytorch_lora_weights.safetensors").is_file()
-    assert json.loads((path / "metrics.json").read_text())["acc"]["target"]
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["acc"]["target"] and metrics["alignment"]["metric"] == "adherence"
+    assert 0.0 <= metrics["H"] <= 100.0
+    report = (path / "report.html").read_text()
+    images = re.findall(r'src="([^"]+)"', report)
+    assert images and all((path / image).is_file() for image in images)
     assert manifest["concepts"][0]["name"] == "velmora"
     assert manifest["training"]["workers"] == 2
     assert adapter_modules(path / "adapter") == sorted(manifest["saliency"]["selected"])

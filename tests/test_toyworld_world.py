@@ -93,3 +93,24 @@ def test_every_word_is_one_token() -> None:
         assert len(clip(word).input_ids) == 3, word  # <|startoftext|> word <|endoftext|>
         assert len(t5(word).input_ids) == 2, word  # word </s>
     assert t5("The Letter K").input_ids == t5("the letter k").input_ids
+
+
+def test_scene_sets_follow_their_figure_weights() -> None:
+    from fade.toyworld.data import make_scene_set
+
+    letters_only = make_scene_set(40, seed=1, figure_weights=(0.0, 1.0, 0.0))
+    assert {scene.figure for scene in letters_only.scenes} == {"glyph"}
+    assert not any(scene.artist for scene in letters_only.scenes)
+    default = make_scene_set(200, seed=1)
+    assert {scene.figure for scene in default.scenes} == {"shape", "glyph"}
+    assert any(scene.artist for scene in default.scenes)
+
+
+def test_the_refine_phase_continues_the_first_with_its_own_recipe() -> None:
+    from fade.toyworld.spec import ToyBuildConfig
+
+    config = ToyBuildConfig()
+    assert config.model.final_lr_fraction == 0.1  # the committed first phase's schedule
+    assert config.refine.sigma_location > config.model.sigma_location
+    shape, glyph, artist = config.refine.figure_weights
+    assert abs(shape + glyph + artist - 1.0) < 1e-9 and glyph > config.model.figure_weights[1]

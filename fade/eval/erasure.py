@@ -142,7 +142,7 @@ def measure(
     """For one model state: Acc per prompt group and per concept, the surrogate's share of the
     target images, prompt adherence on retained and neutral prompts, FD_toy of neutral images."""
     confidence = eval_cfg.confidence
-    out: dict = {"acc": {}, "per_concept": {}}
+    out: dict = {"acc": {}, "per_concept": {}, "images": {}}
     adherence_prompts: list[str] = []
     adherence_images: list[torch.Tensor] = []
     for name in ("target", "synonyms", "retained"):
@@ -150,6 +150,7 @@ def measure(
         if not group.prompts:
             continue
         images = _images(backbone, group.prompts, eval_cfg, seed)
+        out["images"][name] = images  # kept for the report's before/after grids
         out["acc"][name] = detection_rate(detector, images, group.concepts, confidence)
         for concept in dict.fromkeys(group.concepts):
             rows = [i for i, c in enumerate(group.concepts) if c == concept]
@@ -165,6 +166,7 @@ def measure(
             adherence_prompts += group.prompts
             adherence_images.append(images)
     neutral = _images(backbone, sets.neutral, eval_cfg, seed)
+    out["images"]["neutral"] = neutral
     adherence_prompts += sets.neutral
     adherence_images.append(neutral)
     out["adherence"] = prompt_adherence(

@@ -122,7 +122,9 @@ def build_toyworld(
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     (work / "build_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    data = make_scene_set(config.dataset_size, config.seed)
+    data = make_scene_set(
+        config.dataset_size, config.seed, figure_weights=config.model.figure_weights
+    )
     pipeline = build_flux_pipeline(TOY_ARCH, vocabulary(), seed=config.seed)
     pipeline.set_progress_bar_config(disable=True)
     report = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from fade.backbones.builders import FluxArch, TextEncoderArch
+from fade.toyworld.captions import FIGURE_WEIGHTS
 
 IMAGE_SIZE = 32
 MAX_TOKENS = 12  # CLIP and T5 tokens per prompt; pass max_sequence_length=12 to FluxPipeline
@@ -63,7 +64,7 @@ class ModelSchedule:
     checkpoint_every: int = 250
     final_lr_fraction: float = 0.1  # cosine decay ends at this share of `lr`
     sigma_location: float = 0.0  # logit-normal mean of the training sigma; > 0 favours noise
-    figure_weights: tuple[float, float, float] = (0.45, 0.25, 0.30)  # shape, glyph, artist
+    figure_weights: tuple[float, float, float] = FIGURE_WEIGHTS  # shape, glyph, artist scenes
 
 
 def _refine_schedule() -> ModelSchedule:
