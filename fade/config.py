@@ -57,7 +57,7 @@ class ModelConfig:
 class ConceptsConfig:
     """What to erase and which prompts describe it."""
 
-    #: Concepts to erase; null means "the entry point's default" (on the toy world: circle).
+    #: Concepts to erase; null means "the entry point's default" (on the toy world: square).
     #: An explicitly empty list is refused.
     names: list[str] | None = None
     #: A built-in catalog set name (e.g. "cifar10") or a path to a user YAML/JSON catalog.
@@ -70,7 +70,7 @@ class ConceptsConfig:
     anchor: str | None = None
     prompts_per_concept: int = _f(32, range=(1, None))
     #: Retain prompts (other concepts, generic captions) that L_pres also protects.
-    retain_prompts: int = _f(32, range=(0, None))
+    retain_prompts: int = _f(64, range=(0, None))
 
 
 @dataclass
@@ -78,13 +78,13 @@ class EraseConfig:
     """The FADE objective and its optimisation (DESIGN.md section 2)."""
 
     #: Weight of the adversarial removal loss; 0 is the "w/o adversary" ablation.
-    w_rem: float = _f(1.0, range=(0, None))
+    w_rem: float = _f(0.1, range=(0, None))
     #: λ, weight of trajectory preservation; 0 is the "w/o preservation" ablation.
-    lam: float = _f(1.0, range=(0, None))
+    lam: float = _f(5.0, range=(0, None))
     #: Weight of self-distillation to the surrogate (or anchor) prompt.
     w_dist: float = _f(1.0, range=(0, None))
     #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].
-    t0: float = _f(0.3, range=(0, 1), low_open=True)
+    t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
     sparsity: float = _f(0.1, range=(0, 1), low_open=True)
     #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
@@ -92,7 +92,7 @@ class EraseConfig:
     lora_rank: int = _f(4, range=(1, 1024))
     #: LoRA alpha; None means alpha = rank (scale 1), which is also what gets saved.
     lora_alpha: float | None = _f(None, range=(0, None), low_open=True)
-    steps: int = _f(200, range=(1, None))
+    steps: int = _f(100, range=(1, None))
     lr: float = _f(1e-3, range=(0, None), low_open=True)
     batch_size: int = _f(8, range=(1, None))
     #: Learning rate of the concept discriminator D_φ.

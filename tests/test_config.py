@@ -45,7 +45,7 @@ def test_defaults_validate() -> None:
     assert cfg == FadeConfig()
     assert validate_config(cfg) == cfg
     assert cfg.model.path == "toy"
-    assert cfg.erase.t0 == 0.3
+    assert cfg.erase.t0 == 1.0
     assert cfg.concepts.names is None
     assert cfg.erase.lora_alpha is None
 
