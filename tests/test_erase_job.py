@@ -59,7 +59,7 @@ def test_run_directory_is_complete(short_run) -> None:
     assert (path / "adapter" / "pytorch_lora_weights.safetensors").is_file()
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["acc"]["target"] and metrics["alignment"]["metric"] == "adherence"
-    assert 0.0 <= metrics["H"] <= 100.0
+    assert metrics["H"] > 50.0  # H can pass 100 when adherence rises (DESIGN.md section 3)
     report = (path / "report.html").read_text()
     images = re.findall(r'src="([^"]+)"', report)
     assert images and all((path / image).is_file() for image in images)
