@@ -102,9 +102,13 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
 
 def detection_rate(detector, images: torch.Tensor, concepts: list[str], confidence: float) -> float:
     """% of images in which the detector confidently finds the concept asked for."""
+    return _rate(detector.found_concepts(images, confidence), concepts)
+
+
+def _rate(found: list[set[str]], concepts: list[str]) -> float:
+    """% of rows whose detections include the row's concept (one detector pass serves many)."""
     if not concepts:
         return float("nan")
-    found = detector.found_concepts(images, confidence)
     return 100.0 * sum(c in f for c, f in zip(concepts, found, strict=True)) / len(concepts)
 
 
@@ -113,9 +117,12 @@ def prompt_adherence(
 ) -> float:
     """% of the concepts the prompts ask for that the detector confidently finds (the toy world's
     stand-in for CLIP score); prompts asking for nothing in particular are left out."""
+    return _adherence(detector.found_concepts(images, confidence), prompts)
+
+
+def _adherence(found: list[set[str]], prompts: list[str]) -> float:
     from fade.toyworld.vocabulary import prompt_attributes
 
-    found = detector.found_concepts(images, confidence)
     shares = [
         len(wanted & seen) / len(wanted)
         for prompt, seen in zip(prompts, found, strict=True)
@@ -144,34 +151,31 @@ def measure(
     confidence = eval_cfg.confidence
     out: dict = {"acc": {}, "per_concept": {}, "images": {}}
     adherence_prompts: list[str] = []
-    adherence_images: list[torch.Tensor] = []
+    adherence_found: list[set[str]] = []
     for name in ("target", "synonyms", "retained"):
         group: PromptGroup = getattr(sets, name)
         if not group.prompts:
             continue
         images = _images(backbone, group.prompts, eval_cfg, seed)
         out["images"][name] = images  # kept for the report's before/after grids
-        out["acc"][name] = detection_rate(detector, images, group.concepts, confidence)
+        found = detector.found_concepts(images, confidence)  # once; every rate below reads it
+        out["acc"][name] = _rate(found, group.concepts)
         for concept in dict.fromkeys(group.concepts):
             rows = [i for i, c in enumerate(group.concepts) if c == concept]
-            out["per_concept"].setdefault(concept, {})[name] = detection_rate(
-                detector, images[rows], [concept] * len(rows), confidence
+            out["per_concept"].setdefault(concept, {})[name] = _rate(
+                [found[i] for i in rows], [concept] * len(rows)
             )
         if name == "target" and sets.surrogates:
             rows = [i for i, s in enumerate(sets.surrogates) if s]
-            out["surrogate"] = detection_rate(
-                detector, images[rows], [sets.surrogates[i] for i in rows], confidence
-            )
+            out["surrogate"] = _rate([found[i] for i in rows], [sets.surrogates[i] for i in rows])
         if name == "retained":
             adherence_prompts += group.prompts
-            adherence_images.append(images)
+            adherence_found += found
     neutral = _images(backbone, sets.neutral, eval_cfg, seed)
     out["images"]["neutral"] = neutral
     adherence_prompts += sets.neutral
-    adherence_images.append(neutral)
-    out["adherence"] = prompt_adherence(
-        detector, torch.cat(adherence_images), adherence_prompts, confidence
-    )
+    adherence_found += detector.found_concepts(neutral, confidence)
+    out["adherence"] = _adherence(adherence_found, adherence_prompts)
     features = detector.embeddings(neutral).numpy()
     out["fd"] = frechet_distance(features, reference)
     return out
