@@ -57,7 +57,7 @@ class ModelConfig:
 class ConceptsConfig:
     """What to erase and which prompts describe it."""
 
-    #: Concepts to erase; null means "the entry point's default" (on the toy world: square).
+    #: Concepts to erase; null means "the entry point's default" (on the toy world: diamond).
     #: An explicitly empty list is refused.
     names: list[str] | None = None
     #: A built-in catalog set name (e.g. "cifar10") or a path to a user YAML/JSON catalog.
@@ -80,21 +80,25 @@ class EraseConfig:
     #: Weight of the adversarial removal loss; 0 is the "w/o adversary" ablation.
     w_rem: float = _f(0.1, range=(0, None))
     #: λ, weight of trajectory preservation; 0 is the "w/o preservation" ablation.
-    lam: float = _f(5.0, range=(0, None))
+    lam: float = _f(20.0, range=(0, None))
     #: Weight of self-distillation to the surrogate (or anchor) prompt.
     w_dist: float = _f(1.0, range=(0, None))
+    #: η: L_dist's target is f(y_s) − η·(f(y_c) − f(y_s)), pushed away from the concept as
+    #: in ESD; 0 is the plain self-distillation target f(y_s).
+    negative_guidance: float = _f(4.0, range=(0, None))
     #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].
     t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
-    sparsity: float = _f(0.1, range=(0, 1), low_open=True)
+    sparsity: float = _f(0.2, range=(0, 1), low_open=True)
     #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
     saliency_batches: int = _f(4, range=(1, None))
     lora_rank: int = _f(4, range=(1, 1024))
     #: LoRA alpha; None means alpha = rank (scale 1), which is also what gets saved.
     lora_alpha: float | None = _f(None, range=(0, None), low_open=True)
-    steps: int = _f(100, range=(1, None))
-    lr: float = _f(1e-3, range=(0, None), low_open=True)
-    batch_size: int = _f(8, range=(1, None))
+    steps: int = _f(60, range=(1, None))
+    lr: float = _f(3e-3, range=(0, None), low_open=True)
+    #: Prompts per step on each worker (the step's batch is this times num_workers).
+    batch_size: int = _f(4, range=(1, None))
     #: Learning rate of the concept discriminator D_φ.
     disc_lr: float = _f(1e-3, range=(0, None), low_open=True)
     #: Steps that train D alone before the adapter starts, so L_rem has a signal from step one.
@@ -103,8 +107,11 @@ class EraseConfig:
     sample_steps: int = _f(4, range=(1, None))
     #: Stop once D's held-out accuracy is within this margin of chance.
     early_stop_margin: float = _f(0.05, range=(0, 0.5))
+    #: Consecutive held-out checks at chance before stopping: one check sees a few prompts
+    #: at random noise levels, and a single lucky one stopped runs half way.
+    early_stop_patience: int = _f(2, range=(1, None))
     #: Steps between held-out discriminator checks (and progress reports).
-    eval_every: int = _f(25, range=(1, None))
+    eval_every: int = _f(20, range=(1, None))
 
 
 @dataclass
@@ -142,7 +149,7 @@ class EvalConfig:
     fid_reference: str | None = None
     #: Neutral-prompt images per model state for FD/FID: a Fréchet distance from a few dozen
     #: images is mostly sampling noise.
-    fd_samples: int = _f(128, range=(16, None))
+    fd_samples: int = _f(64, range=(16, None))
 
 
 @dataclass

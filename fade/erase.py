@@ -33,7 +33,6 @@ from fade.losses import (
 from fade.saliency import SaliencySelection, locate_concept
 
 logger = logging.getLogger(__name__)
-SIGMA_RANGE = (0.1, 0.95)  # where x̂0 is informative enough for D and not trivially clean
 
 
 @dataclass
@@ -116,6 +115,7 @@ class Eraser:
     def train(self, progress: bool = True) -> EraseResult:
         result = EraseResult(self.selection)
         bar = tqdm(range(self.config.steps), desc="erase", disable=not progress)
+        at_chance = 0
         for step in bar:
             log = self.step(step)
             if (step + 1) % self.config.eval_every == 0:
@@ -124,8 +124,9 @@ class Eraser:
             result.steps_run = step + 1
             bar.set_postfix(loss=f"{log.loss:.4f}", d_loss=f"{log.discriminator:.3f}")
             # Without the adversary D never learns after pre-training: no stopping on it.
-            stop = self.config.w_rem > 0 and log.heldout_accuracy is not None
-            if stop and self._near_chance(log.heldout_accuracy):
+            if self.config.w_rem > 0 and log.heldout_accuracy is not None:
+                at_chance = at_chance + 1 if self._near_chance(log.heldout_accuracy) else 0
+            if at_chance >= self.config.early_stop_patience:
                 result.stopped_early = True
                 logger.info(
                     "D is at chance (%.2f) after %d steps: stopping", log.heldout_accuracy, step + 1
@@ -147,6 +148,9 @@ class Eraser:
         distill = zero
         if cfg.w_dist:
             reference = base_prediction(self.backbone, z, sigma, surrogate, size)
+            if cfg.negative_guidance:
+                concept = base_prediction(self.backbone, z, sigma, target, size)
+                reference = reference - cfg.negative_guidance * (concept - reference)
             distill = distillation_loss(prediction, reference)
         neutral_x0 = self._x0_of(neutral)
         preserve = zero
@@ -194,17 +198,10 @@ class Eraser:
         return loss
 
     def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
-        """No-grad sampling from noise down to a random σ: the model's own state there."""
-        low, high = SIGMA_RANGE
-        sigma_end = low + (high - low) * float(torch.rand(1, generator=self.generator))
+        """No-grad sampling from noise to a random step of the schedule: the model's own state."""
         height, width = self.size
-        state = self.backbone.sample(
-            self._noise(len(cond)),
-            cond,
-            self.config.sample_steps,
-            sigma_end=sigma_end,
-            height=height,
-            width=width,
+        state = self.backbone.trajectory_state(
+            self._noise(len(cond)), cond, self.config.sample_steps, self.generator, height, width
         )
         sigma = torch.full((len(cond),), state.sigma, device=state.latents.device)
         return state.latents, sigma

@@ -15,7 +15,7 @@ from fade.concepts import with_surrogate as replace_surrogate
 from fade.config import FadeConfig, config_hash
 
 # The concept erased when none is named and the model is the embedded toy world.
-DEFAULT_TOY_CONCEPT = "square"
+DEFAULT_TOY_CONCEPT = "diamond"
 
 
 @dataclass

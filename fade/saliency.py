@@ -97,11 +97,8 @@ def concept_saliency(
             index = torch.randint(len(target_prompts), (batch_size,), generator=generator)
             target = backbone.encode([target_prompts[i] for i in index])
             neutral = backbone.encode([neutral_prompts[i] for i in index])
-            sigma_end = float(torch.rand(1, generator=generator)) * 0.9 + 0.05
             noise = backbone.initial_noise(batch_size, height, width, generator)
-            state = backbone.sample(
-                noise, target, sample_steps, sigma_end=sigma_end, height=height, width=width
-            )
+            state = backbone.trajectory_state(noise, target, sample_steps, generator, height, width)
             sigma = torch.full((batch_size,), state.sigma, device=state.latents.device)
             difference = backbone.predict(
                 state.latents, sigma, target, size=size

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fade.errors import run_cli
+from fade.plan import DEFAULT_TOY_CONCEPT
 
 
 def toy_generate(args: argparse.Namespace) -> None:
@@ -63,9 +64,7 @@ def ablation(args: argparse.Namespace) -> None:
     from fade.ablation import ablation_table, run_ablation
 
     overrides = [f"concepts.names={args.concepts}", *args.overrides]
-    ray.init(
-        address="local", num_cpus=max(3, os.cpu_count() or 1), include_dashboard=False
-    )
+    ray.init(address="local", num_cpus=max(3, os.cpu_count() or 1), include_dashboard=False)
     try:
         rows = run_ablation(overrides, Path(args.out))
     finally:
@@ -88,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         help="erase one concept four ways (full, w/o adversary, λ = 0, w/o saliency)",
         epilog="Extra key=value overrides apply to every variant (docs/configuration.md).",
     )
-    ablate.add_argument("--concepts", default="circle", help="concept(s) to erase")
+    ablate.add_argument(
+        "--concepts", default=DEFAULT_TOY_CONCEPT, help="concept(s) to erase (default: %(default)s)"
+    )
     ablate.add_argument("--out", default="runs/ablation", help="one run directory per variant")
     ablate.add_argument("overrides", nargs="*", metavar="key=value")
     ablate.set_defaults(run=ablation)

@@ -97,6 +97,33 @@ def test_partial_samples_compose_to_the_full_sample(backbone: Backbone) -> None:
     torch.testing.assert_close(second.latents, full.latents, rtol=0, atol=1e-6)
 
 
+def test_trajectory_states_cover_the_schedule_from_pure_noise(backbone: Backbone) -> None:
+    """The erasure trains where layouts are decided (σ = 1) and never at σ = 0."""
+    steps = 4
+    cond = backbone.encode(PROMPTS)
+    noise = backbone.initial_noise(
+        len(PROMPTS), TINY_SIZE, TINY_SIZE, torch.Generator().manual_seed(5)
+    )
+    _, _, schedule = backbone.schedule(steps, TINY_SIZE, TINY_SIZE)
+    generator = torch.Generator().manual_seed(0)
+    seen = {}
+    for _ in range(40):
+        state = backbone.trajectory_state(noise, cond, steps, generator, TINY_SIZE, TINY_SIZE)
+        seen[round(state.sigma, 4)] = state
+    assert sorted(seen, reverse=True) == [round(float(s), 4) for s in schedule]
+    assert torch.equal(seen[round(float(schedule[0]), 4)].latents, noise)
+    index = 2  # a state after two steps is the two-step partial sample
+    partial = backbone.sample(
+        noise,
+        cond,
+        steps,
+        sigma_end=float(schedule[index]) + 1e-4,
+        height=TINY_SIZE,
+        width=TINY_SIZE,
+    )
+    torch.testing.assert_close(seen[round(float(schedule[index]), 4)].latents, partial.latents)
+
+
 def test_sample_with_grad_reaches_the_denoiser(backbone: Backbone) -> None:
     cond = backbone.encode(PROMPTS[:1])
     noise = backbone.initial_noise(1, TINY_SIZE, TINY_SIZE, torch.Generator().manual_seed(3))

@@ -76,3 +76,33 @@ def test_ablation_switches_turn_terms_off() -> None:
     assert log.removal == 0.0 and log.preservation == 0.0 and log.discriminator == 0.0
     assert log.distillation >= 0.0
     assert len(eraser.selection.selected) == len(eraser.selection.scores)
+
+
+def test_negative_guidance_moves_the_distillation_target_away_from_the_concept() -> None:
+    """η = 0 is plain self-distillation; η > 0 adds η·(f(y_c) − f(y_s)) to the distance."""
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
+    losses = {}
+    for eta in (0.0, 2.0):
+        backbone = wrap_pipeline(tiny_flux_pipeline())  # the same seeded weights each time
+        config = dataclasses.replace(
+            TINY_ERASE, w_rem=0.0, lam=0.0, sparsity=1.0, steps=1, negative_guidance=eta
+        )
+        eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE), seed=3)
+        eraser.setup()  # a fresh LoRA (B = 0): the adapted model is still the base model
+        losses[eta] = eraser.step(0).distillation
+    # With the adapter at zero, f' = f, so the loss is ‖f(y_c) − target‖²: (1 + η)² times larger.
+    assert losses[2.0] == pytest.approx(9.0 * losses[0.0], rel=1e-3)
+
+
+def test_early_stop_needs_consecutive_checks_at_chance() -> None:
+    pipeline = tiny_flux_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    backbone = wrap_pipeline(pipeline)
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
+    config = dataclasses.replace(
+        TINY_ERASE, steps=8, eval_every=1, early_stop_margin=0.5, early_stop_patience=3
+    )
+    eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
+    eraser.setup()
+    result = eraser.train(progress=False)  # margin 0.5: every check counts as chance
+    assert result.stopped_early and result.steps_run == 3

@@ -192,6 +192,30 @@ class Backbone(ABC):
                 reached = float(sigmas[i + 1]) if i + 1 < len(sigmas) else 0.0
         return SampleResult(latents, reached)
 
+    def trajectory_state(
+        self,
+        noise: Tensor,
+        cond: Conditioning,
+        num_steps: int,
+        generator: torch.Generator,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> SampleResult:
+        """The model's own state at a random point of a `num_steps` schedule, without grad.
+
+        The point is one of the schedule's sigmas, each equally likely, pure noise included:
+        a concept's layout is decided in the first steps, so the erasure must train there,
+        and a state at sigma 0 (where x̂0 is the input itself) teaches nothing.
+        """
+        height, width = height or self.default_size, width or self.default_size
+        _, _, sigmas = self.schedule(num_steps, height, width)
+        index = int(torch.randint(num_steps, (1,), generator=generator))
+        if index == 0:
+            return SampleResult(noise, float(sigmas[0]))
+        # Stop just above the chosen sigma, so exactly `index` steps run and land on it.
+        sigma_end = float(sigmas[index]) + 1e-4
+        return self.sample(noise, cond, num_steps, sigma_end=sigma_end, height=height, width=width)
+
     @staticmethod
     def _scheduler_copy(scheduler: object) -> object:
         return copy.deepcopy(scheduler)
