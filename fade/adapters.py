@@ -74,8 +74,19 @@ def save_adapter(backbone: Backbone, directory: Path, adapter_name: str = ADAPTE
 
 
 def load_adapter(backbone: Backbone, directory: Path, adapter_name: str = ADAPTER_NAME) -> None:
-    """Load an adapter written by `save_adapter` (or any diffusers LoRA) into the pipeline."""
-    backbone.pipeline.load_lora_weights(str(directory), adapter_name=adapter_name)
+    """Load an adapter written by `save_adapter` (or any diffusers LoRA) into the pipeline.
+
+    diffusers warns that the text encoders got no LoRA keys; FADE adapters never have any, so
+    that warning only alarms users and is silenced here.
+    """
+    from diffusers.utils import logging as diffusers_logging
+
+    previous = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        backbone.pipeline.load_lora_weights(str(directory), adapter_name=adapter_name)
+    finally:
+        diffusers_logging.set_verbosity(previous)
 
 
 def combine(backbone: Backbone, names: list[str], weights: list[float]) -> None:

@@ -83,9 +83,9 @@ def evaluate_run(cfg: FadeConfig, plan: RunPlan, adapter_dir: Path) -> tuple[dic
         plan, per_set=8 * cfg.eval.samples_per_prompt, neutral_count=cfg.eval.fd_samples
     )
     reference = _toy_reference()
-    before = measure(backbone, detector, sets, cfg.eval, reference, seed=cfg.seed)
+    before = measure(backbone, detector, sets, cfg.eval, reference, cfg.seed, "before")
     load_adapter(backbone, adapter_dir, ADAPTER_NAME)
-    after = measure(backbone, detector, sets, cfg.eval, reference, seed=cfg.seed)
+    after = measure(backbone, detector, sets, cfg.eval, reference, cfg.seed, "after")
     metrics: dict = {"acc": {}, "per_concept": {}, "retained_concepts": sets.retained_names}
     for group in before["acc"]:
         metrics["acc"][group] = {"before": before["acc"][group], "after": after["acc"][group]}

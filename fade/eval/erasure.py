@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import linalg
+from tqdm.auto import tqdm
 
 from fade.backbones import Backbone
 from fade.eval.sampling import generate
@@ -144,12 +145,26 @@ def _images(backbone: Backbone, prompts: list[str], eval_cfg, seed: int) -> torc
 
 
 def measure(
-    backbone: Backbone, detector, sets: EvalSets, eval_cfg, reference: np.ndarray, seed: int = 0
+    backbone: Backbone,
+    detector,
+    sets: EvalSets,
+    eval_cfg,
+    reference: np.ndarray,
+    seed: int = 0,
+    label: str = "",
 ) -> dict:
     """For one model state: Acc per prompt group and per concept, the surrogate's share of the
-    target images, prompt adherence on retained and neutral prompts, FD_toy of neutral images."""
+    target images, prompt adherence on retained and neutral prompts, FD_toy of neutral images.
+    `label` names the model state on the progress bar ("before", "after")."""
     confidence = eval_cfg.confidence
     out: dict = {"acc": {}, "per_concept": {}, "images": {}}
+    groups = [getattr(sets, name).prompts for name in ("target", "synonyms", "retained")]
+    bar = tqdm(
+        total=sum(map(len, groups)) + len(sets.neutral),
+        desc=f"evaluate {label}".strip(),
+        unit="img",
+        disable=not label,
+    )
     adherence_prompts: list[str] = []
     adherence_found: list[set[str]] = []
     for name in ("target", "synonyms", "retained"):
@@ -157,6 +172,7 @@ def measure(
         if not group.prompts:
             continue
         images = _images(backbone, group.prompts, eval_cfg, seed)
+        bar.update(len(images))
         out["images"][name] = images  # kept for the report's before/after grids
         found = detector.found_concepts(images, confidence)  # once; every rate below reads it
         out["acc"][name] = _rate(found, group.concepts)
@@ -172,6 +188,8 @@ def measure(
             adherence_prompts += group.prompts
             adherence_found += found
     neutral = _images(backbone, sets.neutral, eval_cfg, seed)
+    bar.update(len(neutral))
+    bar.close()
     out["images"]["neutral"] = neutral
     adherence_prompts += sets.neutral
     adherence_found += detector.found_concepts(neutral, confidence)
