@@ -23,6 +23,12 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+def _slug(name: str) -> str:
+    """A directory name a shell user can type: "λ = 0" -> "lambda-0", "w/o saliency" -> ..."""
+    words = name.replace("λ", "lambda").replace("w/o", "without").replace("=", " ").split()
+    return "-".join(words)
+
+
 @dataclass
 class AblationRow:
     variant: str
@@ -37,7 +43,7 @@ def run_ablation(
     """One erasure per variant (`overrides` shared by all), each into `out_root/<variant>`."""
     rows = []
     for index, (name, switches) in enumerate(variants.items()):
-        out = out_root / f"{index}-{name.replace('/', '').replace(' ', '-')}"
+        out = out_root / f"{index}-{_slug(name)}"
         cfg = load_config(overrides=[*overrides, *switches, f"output.dir={out}"])
         cfg.output.overwrite = True
         started = time.time()

@@ -89,7 +89,7 @@ class EraseConfig:
     #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].
     t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
-    sparsity: float = _f(0.2, range=(0, 1), low_open=True)
+    sparsity: float = _f(0.5, range=(0, 1), low_open=True)
     #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
     saliency_batches: int = _f(4, range=(1, None))
     lora_rank: int = _f(4, range=(1, 1024))
