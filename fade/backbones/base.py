@@ -212,8 +212,8 @@ class Backbone(ABC):
         index = int(torch.randint(num_steps, (1,), generator=generator))
         if index == 0:
             return SampleResult(noise, float(sigmas[0]))
-        # Stop just above the chosen sigma, so exactly `index` steps run and land on it.
-        sigma_end = float(sigmas[index]) + 1e-4
+        # `sample` runs the steps whose sigma lies above sigma_end: exactly `index` of them.
+        sigma_end = float(sigmas[index])
         return self.sample(noise, cond, num_steps, sigma_end=sigma_end, height=height, width=width)
 
     @staticmethod
