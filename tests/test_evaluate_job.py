@@ -1,0 +1,147 @@
+"""jobs/evaluate.py: user mistakes are one line with exit 2; a bare adapter on the toy world is
+evaluated into a run directory, and re-evaluating that directory rewrites its results.
+
+The adapter is a random LoRA on four of the toy model's projections (not an erasure: this
+checks the plumbing, tests/test_erase_job.py checks a real erasure run), evaluated with few
+images and sampling steps so the whole module takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fade.adapters import WEIGHT_NAME, attach_lora, lora_parameters, save_adapter
+from fade.config import load_config
+from fade.saliency import candidate_modules
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = [
+    "eval.samples_per_prompt=1",
+    "eval.fd_samples=16",
+    "eval.num_inference_steps=4",
+]
+
+
+def run_job(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def random_adapter(tmp_path_factory) -> Path:
+    from fade.backbones import load_backbone
+
+    backbone = load_backbone("toy", local_files_only=True)
+    modules = candidate_modules(backbone.denoiser, backbone.family)[:4]
+    attach_lora(backbone, modules, rank=4)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in lora_parameters(backbone):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    out = tmp_path_factory.mktemp("adapter")
+    save_adapter(backbone, out)
+    return out
+
+
+def test_mistakes_are_one_line_errors(tmp_path: Path, random_adapter: Path) -> None:
+    missing = tmp_path / "nowhere"
+    assert _one_line_error(run_job("evaluate.py", str(missing))) == (
+        f"error: run directory {missing} does not exist"
+    )
+    assert "is not a run directory (no manifest.json)" in _one_line_error(
+        run_job("evaluate.py", str(tmp_path))
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {}, "concepts": []}))
+    assert f"{run / 'adapter'} does not exist" in _one_line_error(run_job("evaluate.py", str(run)))
+    empty = tmp_path / "empty-adapter"
+    empty.mkdir()
+    result = run_job("evaluate.py", "--adapter", str(empty), "--concepts", "diamond")
+    assert _one_line_error(result) == f"error: adapter directory {empty} has no {WEIGHT_NAME}"
+    result = run_job(
+        "evaluate.py",
+        "--adapter",
+        str(random_adapter),
+        "--detector",
+        "imagenet",
+        "--concepts",
+        "diamond",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert "eval.detector=imagenet cannot see the toy world's concepts" in _one_line_error(result)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give a RUN_DIR, or --base MODEL --adapter DIR"),
+        (["runs/a", "runs/b"], "give one run directory, got 2"),
+        (["runs/a", "--adapter", "x"], "either RUN_DIR or --adapter DIR, not both"),
+        (["runs/a", "--out", "y"], "--out go with --adapter"),
+        (["--adapter", "x", "eval.detector=clip"], "must be one of toy, imagenet, nudenet"),
+        (["--adapter", "x"], "name the adapter's concepts"),
+    ],
+)
+def test_argument_mistakes(args: list[str], message: str) -> None:
+    assert message in _one_line_error(run_job("evaluate.py", *args))
+
+
+def test_erase_has_a_no_eval_switch() -> None:
+    result = run_job("erase.py", "--dry-run", "--no-eval")
+    assert result.returncode == 0, result.stderr
+    assert "evaluation   off (--no-eval)" in result.stdout
+    assert "--no-eval" in run_job("erase.py", "--help").stdout
+
+
+def test_bare_adapter_then_rerun(tmp_path: Path, random_adapter: Path) -> None:
+    from fade.eval.rundirs import evaluate_new
+
+    out = tmp_path / "evaluated"
+    cfg = load_config(overrides=[*QUICK, "concepts.names=diamond", f"output.dir={out}", "seed=3"])
+    outcome = evaluate_new(cfg, random_adapter, progress=False)
+    assert outcome.path == out
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter", "manifest.json", "metrics.json", "metrics.parquet", "report.html"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["acc"]["target"]["samples"] == 8 and metrics["fidelity"]["samples"] == 16
+    assert {"H", "H_o", "H_c", "H_a"} <= set(metrics)
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert {r["seed"] for r in rows} == {3} and {r["concepts"][0] for r in rows} == {"diamond"}
+    images = re.findall(r'src="([^"]+)"', (out / "report.html").read_text())
+    assert images and all((out / image).is_file() for image in images)
+
+    result = run_job("evaluate.py", str(out), "eval.num_inference_steps=2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "written to" in result.stdout and "H_o" in result.stdout
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["evaluation"]["overrides"] == ["eval.num_inference_steps=2"]
+    assert (
+        again["evaluation"]["config_hash"]
+        != json.loads((out / "manifest.json").read_text())["config_hash"]
+    )
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert {r["config_hash"] for r in rows} == {again["evaluation"]["config_hash"]}
