@@ -20,6 +20,7 @@ Which detector measures what (`eval.detector`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -104,18 +105,29 @@ def eval_sets(cfg: FadeConfig, plan: RunPlan) -> EvalSets:
 
 
 def grids(
-    sets: EvalSets, before: StateMeasurement, after: StateMeasurement, per_row: int = 8
+    sets: EvalSets, before: StateMeasurement, after: StateMeasurement, per_row: int = 6
 ) -> list[ConceptGrid]:
-    """Per erased concept: the same seeds before and after, for each kind of prompt."""
+    """Per erased concept: the same seeds before and after, for each kind of prompt (6 seeds
+    a row, so that a row's before and after strips fit side by side on the page)."""
     out = []
     for concept in dict.fromkeys(sets.target.concepts):
         rows = []
         for name in ("target", "synonyms", "retained"):
             group: PromptGroup = getattr(sets, name)
-            picks = [i for i, c in enumerate(group.concepts) if name == "retained" or c == concept]
-            picks = picks[:per_row]
+            if name == "retained":  # round robin over the neighbours, so each one shows
+                rows_of = {
+                    c: [i for i, x in enumerate(group.concepts) if x == c] for c in group.concepts
+                }
+                picks = [
+                    i for column in zip_longest(*rows_of.values()) for i in column if i is not None
+                ]
+                picks = picks[:per_row]
+                label = f"retained: {', '.join(dict.fromkeys(group.concepts[i] for i in picks))}"
+            else:
+                picks = [i for i, c in enumerate(group.concepts) if c == concept][:per_row]
+                label = f"{name}: {group.prompts[picks[0]]}" if picks else ""
+                label += " ..." if len(picks) > 1 else ""
             if picks and name in before.groups:
-                label = f"{name}: {group.prompts[picks[0]]}" + (" ..." if len(picks) > 1 else "")
                 rows.append(
                     (label, before.groups[name].images[picks], after.groups[name].images[picks])
                 )

@@ -90,16 +90,27 @@ def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (the FID formula),
     computed by clean-fid's function. Its message about a singular product (it prints one,
-    then retries with ``eps`` on the diagonals) goes to this module's logger instead of stdout.
+    then retries with ``eps`` on the diagonals) and SciPy's warnings go to this module's logger
+    (INFO) instead of stdout/stderr: with fewer images than feature dimensions (FD_toy's 64
+    neutral images, 256 features) the covariances are singular on every run, by design.
     """
     mu_a, sigma_a = gaussian(features_a)
     mu_b, sigma_b = gaussian(features_b)
     captured = io.StringIO()
-    with contextlib.redirect_stdout(captured), warnings.catch_warnings():
-        # clean-fid 0.1.35 passes sqrtm(disp=False), deprecated since SciPy 1.17 (removed in
-        # 1.18; pyproject pins scipy 1.17.1): the value is unaffected.
-        warnings.filterwarnings("ignore", "The `disp` argument is deprecated", DeprecationWarning)
+    with contextlib.redirect_stdout(captured), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         value = cleanfid_frechet()(mu_a, sigma_a, mu_b, sigma_b, eps=eps)
+    for warning in caught:
+        # clean-fid 0.1.35 passes sqrtm(disp=False), deprecated since SciPy 1.17 (removed in
+        # 1.18; pyproject pins scipy 1.17.1): the value is unaffected, so it is not repeated.
+        if "`disp` argument is deprecated" not in str(warning.message):
+            # e.g. "Matrix is singular" whenever there are fewer images than feature dimensions
+            log.info(
+                "clean-fid (%d vs %d samples): %s",
+                len(features_a),
+                len(features_b),
+                warning.message,
+            )
     if captured.getvalue().strip():
         log.info("clean-fid: %s", captured.getvalue().strip())
     return float(value)

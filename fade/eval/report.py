@@ -40,7 +40,7 @@ FEATURES = {
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
-max-width:1200px;padding:0 1rem;color:#1d2430;background:#fff;line-height:1.45}
+max-width:1320px;padding:0 1rem;color:#1d2430;background:#fff;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:2px solid #dde3ea;
 padding-bottom:.2rem}h3{font-size:1rem;margin:1.2rem 0 .4rem}
 table{border-collapse:collapse;margin:.6rem 0}th,td{padding:.35rem .7rem;text-align:left;
@@ -220,10 +220,12 @@ def _concept_section(
     index: int, concept: str, grid: ConceptGrid | None, numbers: dict, out_dir: Path
 ) -> str:
     """One concept: its own Acc numbers, then each prompt row before | after (same seeds)."""
-    parts = [f"<h2>Concept: {html.escape(concept)}</h2>"]
     lower = {key: low for key, _, low in ACC_ROWS}
     # {"acc": {set: entry}, "adherence": {set: entry}}, or {set: entry} (older runs: Acc only)
     acc = numbers.get("acc") if isinstance(numbers.get("acc"), dict) else numbers
+    erased = grid is not None or "target" in acc or "synonyms" in acc
+    kind = "Concept" if erased else "Retained concept"
+    parts = [f"<h2>{kind}: {html.escape(concept)}</h2>"]
     rows = [
         _row(k, v, lower.get(k), *_info(_how(v, ""), v.get("samples")))
         for k, v in acc.items()

@@ -139,6 +139,7 @@ def write_results(
 ) -> dict[str, Path]:
     """Write (or rewrite) metrics.json, metrics.parquet and report.html in `run_dir`."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     return {
         "json": _write_json(run_dir / METRICS_JSON, metrics),
         "parquet": write_parquet(run_dir / METRICS_PARQUET, metrics_rows(metrics, facts)),
