@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fade.cli import Shortcut, build_parser, config_from_args, shortcut_overrides
 from fade.errors import ConfigError, run_cli
-from fade.eval.results import metrics_table
 
 SHORTCUTS = (
     Shortcut("--base", "model.path", "base model of --adapter: a hub id, a local folder or 'toy'"),
@@ -76,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = reevaluate(Path(paths[0]), [*shortcut_overrides(args), *args.overrides])
     else:
         outcome = evaluate_new(config_from_args(args), Path(args.adapter))
+    from fade.eval.results import metrics_table
+
     print("\n".join(metrics_table(outcome.metrics)))
     print(
         f"evaluated in {outcome.seconds:.0f} s; written to {outcome.path} "

@@ -21,6 +21,7 @@ import torch
 from fade.adapters import WEIGHT_NAME, attach_lora, lora_parameters, save_adapter
 from fade.config import load_config
 from fade.saliency import candidate_modules
+from tests.tiny import tiny_sd_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = [
@@ -65,6 +66,9 @@ def random_adapter(tmp_path_factory) -> Path:
 
 
 def test_mistakes_are_one_line_errors(tmp_path: Path, random_adapter: Path) -> None:
+    from fade.eval import rundirs
+
+    assert rundirs.WEIGHT_NAME == WEIGHT_NAME  # kept apart so input checks skip torch
     missing = tmp_path / "nowhere"
     assert _one_line_error(run_job("evaluate.py", str(missing))) == (
         f"error: run directory {missing} does not exist"
@@ -145,3 +149,37 @@ def test_bare_adapter_then_rerun(tmp_path: Path, random_adapter: Path) -> None:
     )
     rows = pq.read_table(out / "metrics.parquet").to_pylist()
     assert {r["config_hash"] for r in rows} == {again["evaluation"]["config_hash"]}
+
+
+def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """eval.detector=imagenet on a (tiny) Stable Diffusion folder: Acc, H_o and H_c from the
+    detector; FID and CLIP score have no weights here, so they and H are named not measured."""
+    from fade.backbones import wrap_pipeline
+    from fade.eval.rundirs import evaluate_new
+
+    pipeline = tiny_sd_pipeline()  # its own copy: attaching LoRA changes the model
+    model = tmp_path / "tiny-sd"
+    pipeline.save_pretrained(model)
+    backbone = wrap_pipeline(pipeline, model_id="tiny-sd")
+    adapter = tmp_path / "adapter"
+    attach_lora(backbone, candidate_modules(backbone.denoiser, "sd")[:2], rank=2)
+    save_adapter(backbone, adapter)
+    cfg = load_config(
+        overrides=[
+            *QUICK,
+            f"model.path={model}",
+            "concepts.catalog=cifar10",
+            "concepts.names=cat",
+            "eval.detector=imagenet",
+            "eval.confidence=0.5",
+            f"output.dir={tmp_path / 'run'}",
+        ]
+    )
+    metrics = evaluate_new(cfg, adapter, progress=False).metrics
+    assert metrics["detector"] == "imagenet" and metrics["acc"]["target"]["samples"] == 8
+    assert {"H_o", "H_c"} <= set(metrics) and metrics["H_c"]["detector"] == "imagenet"
+    assert set(metrics["not_measured"]) == {"fidelity", "alignment", "H", "H_a"}
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert {r["detector"] for r in rows} == {"imagenet"} and all(r["fd"] is None for r in rows)

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fade.adapters import WEIGHT_NAME, adapter_modules, adapter_size_bytes
 from fade.config import FadeConfig, apply_overrides, config_from_dict, config_hash, config_to_dict
 from fade.errors import ConfigError, FadeError
-from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
-from fade.eval.results import facts_from_manifest, write_results
 from fade.plan import make_plan
 from fade.rundir import ADAPTER, MANIFEST, RunWriter, package_versions
+
+# The adapters' file name (fade.adapters.WEIGHT_NAME), here so that checking the input does not
+# import torch and diffusers: a mistake is reported in a second, the model loads only after.
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
 @dataclass
@@ -84,6 +85,9 @@ def reevaluate(run_dir: Path, overrides: list[str], progress: bool = True) -> Ev
     changed = any(o.strip().startswith("concepts.") for o in overrides)
     if recorded and names != recorded and not changed:
         raise FadeError(f"{run_dir}: the manifest lists {recorded} but its config gives {names}")
+    from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
+    from fade.eval.results import facts_from_manifest, write_results
+
     check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
     evaluation = evaluate_adapter(cfg, plan, adapter, progress)
     digest = config_hash(cfg)
@@ -107,6 +111,10 @@ def evaluate_new(cfg: FadeConfig, adapter_dir: Path, progress: bool = True) -> E
     adapter = check_adapter_dir(adapter_dir)
     cfg = apply_overrides(cfg, ["eval.enabled=true"])
     plan = make_plan(cfg)
+    from fade.adapters import adapter_modules, adapter_size_bytes
+    from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
+    from fade.eval.results import facts_from_manifest, write_results
+
     check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
     writer = RunWriter(Path(cfg.output.dir), cfg.output.overwrite)
     try:
