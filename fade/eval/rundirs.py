@@ -90,12 +90,15 @@ def reevaluate(run_dir: Path, overrides: list[str], progress: bool = True) -> Ev
 
     check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
     evaluation = evaluate_adapter(cfg, plan, adapter, progress)
-    digest = config_hash(cfg)
+    # Without overrides the numbers are the run's own: they keep the run's config hash (the
+    # config re-read today may differ only by settings added since, at their defaults).
+    digest = config_hash(cfg) if overrides else manifest.get("config_hash") or config_hash(cfg)
     seconds = round(time.time() - started, 1)
     evaluation.metrics["evaluation"] = {
         "by": "jobs/evaluate.py RUN_DIR",
         "overrides": list(overrides),
         "config_hash": digest,
+        "run_config_hash": manifest.get("config_hash"),
         "seconds": seconds,
     }
     facts = facts_from_manifest(manifest, digest)
