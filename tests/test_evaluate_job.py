@@ -183,3 +183,29 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
     assert set(metrics["not_measured"]) == {"fidelity", "alignment", "H", "H_a"}
     rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
     assert {r["detector"] for r in rows} == {"imagenet"} and all(r["fd"] is None for r in rows)
+
+
+def test_erase_with_no_eval_leaves_no_metrics(tmp_path: Path, random_adapter: Path, monkeypatch):
+    """jobs/erase.py --no-eval: the run directory has the adapter, manifest and training log
+    and no metrics.json, metrics.parquet or report.html (training is stubbed out here)."""
+    import shutil
+    from types import SimpleNamespace
+
+    import fade.run as run
+    from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(random_adapter, checkpoint / "adapter")
+    (checkpoint / TRAINING_LOG).write_text(json.dumps({"summary": {"workers": 2}, "steps": []}))
+    (checkpoint / SELECTION_FILE).write_text(json.dumps({"selected": []}))
+    monkeypatch.setattr(
+        run, "run_erasure", lambda cfg, storage: SimpleNamespace(checkpoint_dir=checkpoint)
+    )
+    called = []
+    monkeypatch.setattr(run, "evaluate_adapter", lambda *args, **kwargs: called.append(args))
+    out = tmp_path / "run"
+    cfg = load_config(overrides=["concepts.names=diamond", f"output.dir={out}", "eval.enabled=no"])
+    result = run.erase(cfg)
+    assert not called and result.metrics == {}
+    assert {p.name for p in out.iterdir()} == {"adapter", "manifest.json", "training.json"}
+    assert "evaluation skipped" in run.summary_table(result)
