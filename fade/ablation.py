@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fade.config import load_config
+from fade.eval.metrics import score_value
 from fade.run import erase
 
 VARIANTS: dict[str, list[str]] = {
@@ -66,7 +67,8 @@ def ablation_table(rows: list[AblationRow]) -> str:
         lines.append(
             f"| {row.variant} | {acc.get('target', float('nan')):.1f} "
             f"| {acc.get('synonyms', float('nan')):.1f} | {acc.get('retained', float('nan')):.1f} "
-            f"| {m['fidelity']['after']:.1f} | {m['alignment']['after']:.1f} | {m['H']:.1f} "
+            f"| {m['fidelity']['after']:.1f} | {m['alignment']['after']:.1f} "
+            f"| {score_value(m):.1f} "
             f"| {row.modules} | {row.seconds:.0f} |"
         )
     first = rows[0].metrics

@@ -24,6 +24,8 @@ class Shortcut:
     key: str
     help: str
     is_switch: bool = False
+    #: The value a switch sets (e.g. "false" for `--no-eval`).
+    switch_value: str = "true"
 
 
 COMMON_SHORTCUTS = (
@@ -41,9 +43,13 @@ COMMON_SHORTCUTS = (
 
 
 def build_parser(
-    prog: str, description: str, shortcuts: Sequence[Shortcut] = COMMON_SHORTCUTS
+    prog: str,
+    description: str,
+    shortcuts: Sequence[Shortcut] = COMMON_SHORTCUTS,
+    positional: tuple[str, str] = ("key=value", "dotted config overrides"),
 ) -> argparse.ArgumentParser:
-    """An argparse parser with `--config`, `key=value` overrides and the given shortcuts."""
+    """An argparse parser with `--config`, `key=value` overrides and the given shortcuts;
+    `positional` is the (metavar, help) of the positional arguments."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
@@ -63,13 +69,13 @@ def build_parser(
             parser.add_argument(
                 shortcut.flag, metavar="VALUE", help=f"{shortcut.help} ({shortcut.key})"
             )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    parser.add_argument("overrides", nargs="*", metavar=positional[0], help=positional[1])
     parser.set_defaults(_shortcuts=tuple(shortcuts))
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> FadeConfig:
-    """Defaults, then `--config`, then shortcut flags, then positional overrides (last wins)."""
+def shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    """The `key=value` overrides that the shortcut flags given on the command line stand for."""
     overrides: list[str] = []
     for shortcut in args._shortcuts:
         value = getattr(args, shortcut.flag.lstrip("-").replace("-", "_"))
@@ -77,6 +83,10 @@ def config_from_args(args: argparse.Namespace) -> FadeConfig:
             continue
         if not shortcut.is_switch and not str(value).strip(" ,"):
             raise ConfigError(f"{shortcut.flag} was given an empty value: {shortcut.help}")
-        overrides.append(f"{shortcut.key}={'true' if shortcut.is_switch else value}")
-    overrides.extend(args.overrides)
-    return load_config(args.config, overrides)
+        overrides.append(f"{shortcut.key}={shortcut.switch_value if shortcut.is_switch else value}")
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace) -> FadeConfig:
+    """Defaults, then `--config`, then shortcut flags, then positional overrides (last wins)."""
+    return load_config(args.config, [*shortcut_overrides(args), *args.overrides])

@@ -136,13 +136,23 @@ class DistributedConfig:
 class EvalConfig:
     """How before/after images are sampled and scored (DESIGN.md section 3)."""
 
+    #: Evaluate the adapter after erasure (`jobs/erase.py --no-eval` sets false: the run
+    #: directory then has no metrics.json, metrics.parquet or report.html; `jobs/evaluate.py
+    #: DIR` adds them later).
+    enabled: bool = True
+    #: Images per prompt set are 8 × this: one concept's target and synonym sets, and the
+    #: retained set shared by the neighbours; K concepts share it (at least 16 each).
     samples_per_prompt: int = _f(4, range=(1, None))
+    #: Target and synonym images per erased concept, overriding the share above (null: share).
+    images_per_concept: int | None = _f(None, range=(1, None))
     num_inference_steps: int = _f(20, range=(1, None))
     guidance_scale: float = _f(3.5, range=(0, None))
     height: int = _f(32, range=(8, None), multiple_of=8)
     width: int = _f(32, range=(8, None), multiple_of=8)
-    #: Concept detector used for Acc ("toy" = the toy world's classifier).
-    detector: str = _f("toy", nonempty=True)
+    #: Concept detector used for Acc: "toy" (the toy world's classifier, toy model only),
+    #: "imagenet" (EfficientNet-Lite0 ImageNet classes, objects) or "nudenet" (explicit
+    #: content); the heavy two need the `detectors` extra (fade/eval/detectors.py).
+    detector: str = _f("toy", choices=("toy", "imagenet", "nudenet"))
     #: A detection counts only at this confidence, so a blob is not counted as the concept.
     confidence: float = _f(0.9, range=(0, 1), low_open=True, high_open=True)
     #: Folder of reference images for FID; None uses the base model's own neutral samples.

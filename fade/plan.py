@@ -30,6 +30,7 @@ class RunPlan:
     def summary(self, examples: int = 2) -> str:
         """A short human-readable description (what `jobs/erase.py --dry-run` prints)."""
         cfg, erase = self.config, self.config.erase
+        evaluation = f"{cfg.eval.detector} detector" if cfg.eval.enabled else "off (--no-eval)"
         lines = [
             f"model        {cfg.model.path} (family {cfg.model.family}, {cfg.model.dtype})",
             f"catalog      {self.catalog.name}",
@@ -41,6 +42,7 @@ class RunPlan:
             f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0}",
             f"adapter      sparsity={erase.sparsity} rank={erase.lora_rank} steps={erase.steps}",
             f"distributed  {cfg.distributed.strategy} x {cfg.distributed.num_workers} workers",
+            f"evaluation   {evaluation}",
             f"output       {cfg.output.dir}",
             f"config hash  {config_hash(cfg)}",
         ]

@@ -2,6 +2,7 @@
 
     python jobs/benchmark.py toy-generate      # FluxPipeline on the toy model: 64 images
     python jobs/benchmark.py ablation          # full FADE vs w/o adversary, λ = 0, w/o saliency
+    python jobs/benchmark.py evaluate          # before/after evaluation, 4 toy concepts x 32
 
 Each subcommand prints what it measured and how.
 """
@@ -73,6 +74,82 @@ def ablation(args: argparse.Namespace) -> None:
     print(ablation_table(rows))
 
 
+def random_adapter(out: Path, share: float = 0.5, rank: int = 4, seed: int = 0) -> Path:
+    """A LoRA with random (non-zero) weights on the first `share` of the toy model's candidate
+    modules, saved in the diffusers format: the size of a default erasure adapter, no training."""
+    import torch
+
+    from fade.adapters import attach_lora, lora_parameters, save_adapter
+    from fade.backbones import load_backbone
+    from fade.saliency import candidate_modules
+
+    backbone = load_backbone("toy", local_files_only=True)
+    modules = candidate_modules(backbone.denoiser, backbone.family)
+    attach_lora(backbone, modules[: max(1, round(share * len(modules)))], rank=rank)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in lora_parameters(backbone):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    save_adapter(backbone, out)
+    return out
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import torch
+
+    from fade.adapters import adapter_modules
+    from fade.config import config_hash, load_config
+    from fade.eval.evaluate import evaluate_adapter
+    from fade.eval.results import RunFacts, write_results
+    from fade.plan import make_plan
+
+    overrides = [
+        f"concepts.names=[{args.concepts}]",
+        f"eval.images_per_concept={args.images}",
+        f"eval.samples_per_prompt={max(1, args.images // 8)}",
+        f"eval.fd_samples={max(16, args.images)}",
+        *args.overrides,
+    ]
+    cfg = load_config(overrides=overrides)
+    plan = make_plan(cfg)
+    with tempfile.TemporaryDirectory(prefix="fade-bench-") as tmp:
+        if args.adapter:
+            adapter, source = Path(args.adapter), f"the adapter in {args.adapter}"
+        else:
+            adapter = random_adapter(Path(tmp) / "adapter")
+            source = "a random LoRA (rank 4, std 0.02) on half of the candidate modules"
+        load = os.getloadavg()
+        started = time.perf_counter()
+        evaluation = evaluate_adapter(cfg, plan, adapter)
+        evaluated = time.perf_counter() - started
+        facts = RunFacts("toy", None, [s.name for s in plan.concepts], config_hash(cfg), cfg.seed)
+        write_results(Path(tmp) / "run", evaluation.metrics, evaluation.grids, facts)
+        written = time.perf_counter() - started
+        modules = len(adapter_modules(adapter))
+    samples = evaluation.metrics["samples"]
+    images = 2 * sum(samples.values())
+    print(
+        f"evaluate: {len(plan.concepts)} toy concepts ({args.concepts}), {args.images} images per "
+        f"concept and prompt set, {cfg.eval.num_inference_steps} steps, CFG "
+        f"{cfg.eval.guidance_scale}; adapter: {source} ({modules} modules)"
+    )
+    print(
+        f"  images per model state: {', '.join(f'{k} {v}' for k, v in samples.items())}; "
+        f"{images} in all (before + after)"
+    )
+    print(
+        f"  evaluate_adapter {evaluated:.1f} s ({images / evaluated:.1f} images/s); with "
+        f"metrics.json, metrics.parquet and report.html written {written:.1f} s"
+    )
+    print(
+        f"  torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average at start "
+        f"{load[0]:.2f} on {os.cpu_count()} CPUs"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobs/benchmark.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     ablate.add_argument("--out", default="runs/ablation", help="one run directory per variant")
     ablate.add_argument("overrides", nargs="*", metavar="key=value")
     ablate.set_defaults(run=ablation)
+    timed = sub.add_parser(
+        "evaluate",
+        help="time the before/after evaluation of 4 toy concepts (issue 5: <= 180 s on 2 cores)",
+        epilog="Extra key=value overrides apply to the evaluation (docs/configuration.md).",
+    )
+    timed.add_argument("--concepts", default="diamond,circle,red,velmora")
+    timed.add_argument("--images", type=int, default=32, help="images per concept and prompt set")
+    timed.add_argument(
+        "--adapter", help="adapter folder to evaluate (default: a random LoRA, built untimed)"
+    )
+    timed.add_argument("overrides", nargs="*", metavar="key=value")
+    timed.set_defaults(run=evaluate)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -14,16 +14,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fade.cli import build_parser, config_from_args
+from fade.cli import COMMON_SHORTCUTS, Shortcut, build_parser, config_from_args
 from fade.errors import run_cli
 from fade.plan import make_plan
 from fade.run import erase, summary_table
+
+NO_EVAL = Shortcut(
+    "--no-eval",
+    "eval.enabled",
+    "skip the before/after evaluation: no metrics.json, metrics.parquet or report.html "
+    "(add them later with jobs/evaluate.py DIR)",
+    is_switch=True,
+    switch_value="false",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(
         "jobs/erase.py",
-        "Erase concepts from a text-to-image model and write a LoRA adapter run directory.",
+        "Erase concepts from a text-to-image model and write a LoRA adapter run directory, "
+        "then evaluate it (metrics.json, metrics.parquet, report.html).",
+        (*COMMON_SHORTCUTS, NO_EVAL),
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="resolve concepts and prompts, print the plan, stop"

@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from fade.adapters import adapter_modules
 from fade.config import load_config
+from fade.eval.metrics import score_value
 from fade.run import erase
 from fade.rundir import RunDirectoryError, check_output_dir
+from tests import test_report
+
+# tests/test_report.py's Chromium fixture, used here as `chromium`.
+chromium = test_report.browser
 
 SHORT = [
     "concepts.names=velmora",
@@ -59,7 +66,11 @@ def test_run_directory_is_complete(short_run) -> None:
     assert (path / "adapter" / "pytorch_lora_weights.safetensors").is_file()
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["acc"]["target"] and metrics["alignment"]["metric"] == "adherence"
-    assert metrics["H"] > 50.0  # H can pass 100 when adherence rises (DESIGN.md section 3)
+    assert score_value(metrics) > 50.0  # H can pass 100 when adherence rises (DESIGN.md sec. 3)
+    assert metrics["acc"]["target"]["detector"] == "toy" and metrics["H"]["samples"]["target"]
+    rows = pq.read_table(path / "metrics.parquet").to_pylist()
+    assert {r["concept"] for r in rows} >= {"velmora", None}
+    assert {r["config_hash"] for r in rows} == {manifest["config_hash"]}
     report = (path / "report.html").read_text()
     images = re.findall(r'src="([^"]+)"', report)
     assert images and all((path / image).is_file() for image in images)
@@ -114,3 +125,11 @@ def test_the_adapter_works_in_plain_diffusers_and_is_reversible(short_run) -> No
     pipe.unfuse_lora()
     pipe.disable_lora()
     torch.testing.assert_close(diffusers_image(), base, rtol=0, atol=1e-5)
+
+
+def test_the_real_runs_report_loads_in_chromium(short_run, chromium, tmp_path) -> None:
+    """Issue 5, point 3: the report of a real erasure run, every image loaded, not blank."""
+    images = test_report._load(chromium, short_run.path / "report.html")
+    assert images and all(i["width"] > 0 and i["height"] > 0 for i in images), images
+    shot = np.asarray(test_report.screenshot(chromium, tmp_path / "report.png"))
+    assert shot.std() > 10  # not a blank page

@@ -1,5 +1,10 @@
-"""Before/after numbers for an erasure run: Acc on target, synonym and retained prompts, FD_toy,
-prompt adherence and, for a surrogate, how often the erased prompts show it.
+"""What an erasure run is measured on, and the measuring of one model state.
+
+`build_eval_sets` turns a plan into prompt groups (target, synonyms, retained neighbours,
+neutral prompts); `measure` generates each group's images for one model state, runs the
+detector once per group and, where a feature network is given, computes the Fréchet distance of
+the neutral images (clean-fid's code, :mod:`fade.eval.frechet`). The numbers (Acc, adherence,
+H, ...) are derived from these measurements in :mod:`fade.eval.summary`.
 
 Acc (DESIGN.md section 3) is the share of images in which the detector confidently finds the
 concept the prompt asked for. Before = the base model (adapter off), after = with the adapter;
@@ -8,16 +13,20 @@ image i uses the same noise seed in both, so differences are the adapter's doing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy import linalg
 from tqdm.auto import tqdm
 
 from fade.backbones import Backbone
+from fade.eval.frechet import frechet_distance
 from fade.eval.sampling import generate
 from fade.plan import RunPlan
+
+#: The prompt groups of an evaluation, in the order they are generated.
+GROUPS = ("target", "synonyms", "retained", "neutral")
 
 
 @dataclass
@@ -50,18 +59,23 @@ def _per_concept(prompts: list[str], concept_of: list[int], names: list[str], co
 
 
 def build_eval_sets(
-    plan: RunPlan, per_set: int = 32, retained_concepts: int = 4, neutral_count: int = 128
+    plan: RunPlan,
+    per_set: int = 32,
+    retained_concepts: int = 4,
+    neutral_count: int = 128,
+    per_concept: int | None = None,
 ) -> EvalSets:
     """Target, synonym and neutral prompts from the plan; retained = same-category neighbours.
 
     One concept gets `per_set` target and synonym prompts; K concepts get per_set / K each
-    (at least 16), so a mass erasure measures every concept. Retained concepts are up to
+    (at least 16), so a mass erasure measures every concept; `per_concept` fixes that number
+    instead (`eval.images_per_concept`). Retained concepts are up to
     `retained_concepts` non-erased neighbours from each category that is erased from. The
     neutral prompts are cycled up to `neutral_count` images (each with its own seed), the sample
     the Fréchet distance needs.
     """
     p, names = plan.prompts, plan.prompts.names
-    each = max(16, per_set // len(names)) if len(names) > 1 else per_set
+    each = per_concept or (max(16, per_set // len(names)) if len(names) > 1 else per_set)
     target = _per_concept(p.target, p.concept_of, names, each)
     synonyms = _per_concept(p.synonyms, p.synonyms_concept_of, names, each)
     surrogate_of = {spec.name: spec.surrogate for spec in plan.concepts}
@@ -92,15 +106,6 @@ def build_eval_sets(
     )
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (the FID formula)."""
-    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
-    cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = root.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
-
-
 def detection_rate(detector, images: torch.Tensor, concepts: list[str], confidence: float) -> float:
     """% of images in which the detector confidently finds the concept asked for."""
     return _rate(detector.found_concepts(images, confidence), concepts)
@@ -122,6 +127,12 @@ def prompt_adherence(
 
 
 def _adherence(found: list[set[str]], prompts: list[str]) -> float:
+    return adherence_with_count(found, prompts)[0]
+
+
+def adherence_with_count(found: list[set[str]], prompts: list[str]) -> tuple[float, int]:
+    """Prompt adherence in % and how many images it is based on (prompts that ask for a toy
+    concept; the others are left out)."""
     from fade.toyworld.vocabulary import prompt_attributes
 
     shares = [
@@ -129,7 +140,26 @@ def _adherence(found: list[set[str]], prompts: list[str]) -> float:
         for prompt, seen in zip(prompts, found, strict=True)
         if (wanted := prompt_attributes(prompt))
     ]
-    return 100.0 * sum(shares) / len(shares) if shares else float("nan")
+    return (100.0 * sum(shares) / len(shares) if shares else float("nan")), len(shares)
+
+
+@dataclass
+class GroupResult:
+    """One prompt group's images under one model state, and what the detector found in each."""
+
+    prompts: list[str]
+    concepts: list[str]  # the concept each prompt asks for (empty for neutral prompts)
+    images: torch.Tensor
+    found: list[set[str]]
+
+
+@dataclass
+class StateMeasurement:
+    """Everything measured on one model state (base model, or with the adapter)."""
+
+    groups: dict[str, GroupResult]
+    #: Fréchet distance of the neutral images' features to the reference (None: not measured).
+    fd: float | None = None
 
 
 def _images(backbone: Backbone, prompts: list[str], eval_cfg, seed: int) -> torch.Tensor:
@@ -149,51 +179,33 @@ def measure(
     detector,
     sets: EvalSets,
     eval_cfg,
-    reference: np.ndarray,
+    features: Callable[[torch.Tensor], np.ndarray] | None = None,
+    reference: np.ndarray | None = None,
     seed: int = 0,
     label: str = "",
-) -> dict:
-    """For one model state: Acc per prompt group and per concept, the surrogate's share of the
-    target images, prompt adherence on retained and neutral prompts, FD_toy of neutral images.
-    `label` names the model state on the progress bar ("before", "after")."""
+) -> StateMeasurement:
+    """Generate every group's images for one model state and run the detector once per group;
+    with `features` and `reference`, also the Fréchet distance of the neutral images' features
+    to the reference's (clean-fid's code). Image i of a group uses noise seed `seed + i` in
+    every state. `label` names the model state on the progress bar ("before", "after")."""
     confidence = eval_cfg.confidence
-    out: dict = {"acc": {}, "per_concept": {}, "images": {}}
-    groups = [getattr(sets, name).prompts for name in ("target", "synonyms", "retained")]
+    named = [(name, getattr(sets, name)) for name in GROUPS if name != "neutral"]
+    named.append(("neutral", PromptGroup(list(sets.neutral), [])))
     bar = tqdm(
-        total=sum(map(len, groups)) + len(sets.neutral),
+        total=sum(len(group.prompts) for _, group in named),
         desc=f"evaluate {label}".strip(),
         unit="img",
         disable=not label,
     )
-    adherence_prompts: list[str] = []
-    adherence_found: list[set[str]] = []
-    for name in ("target", "synonyms", "retained"):
-        group: PromptGroup = getattr(sets, name)
+    out = StateMeasurement({})
+    for name, group in named:
         if not group.prompts:
             continue
         images = _images(backbone, group.prompts, eval_cfg, seed)
         bar.update(len(images))
-        out["images"][name] = images  # kept for the report's before/after grids
-        found = detector.found_concepts(images, confidence)  # once; every rate below reads it
-        out["acc"][name] = _rate(found, group.concepts)
-        for concept in dict.fromkeys(group.concepts):
-            rows = [i for i, c in enumerate(group.concepts) if c == concept]
-            out["per_concept"].setdefault(concept, {})[name] = _rate(
-                [found[i] for i in rows], [concept] * len(rows)
-            )
-        if name == "target" and sets.surrogates:
-            rows = [i for i, s in enumerate(sets.surrogates) if s]
-            out["surrogate"] = _rate([found[i] for i in rows], [sets.surrogates[i] for i in rows])
-        if name == "retained":
-            adherence_prompts += group.prompts
-            adherence_found += found
-    neutral = _images(backbone, sets.neutral, eval_cfg, seed)
-    bar.update(len(neutral))
+        found = detector.found_concepts(images, confidence)  # once; every rate reads it
+        out.groups[name] = GroupResult(group.prompts, group.concepts, images, found)
     bar.close()
-    out["images"]["neutral"] = neutral
-    adherence_prompts += sets.neutral
-    adherence_found += detector.found_concepts(neutral, confidence)
-    out["adherence"] = _adherence(adherence_found, adherence_prompts)
-    features = detector.embeddings(neutral).numpy()
-    out["fd"] = frechet_distance(features, reference)
+    if features is not None and reference is not None and "neutral" in out.groups:
+        out.fd = frechet_distance(features(out.groups["neutral"].images), reference)
     return out

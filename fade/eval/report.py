@@ -40,15 +40,17 @@ FEATURES = {
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
-max-width:1200px;padding:0 1rem;color:#1d2430;background:#fff;line-height:1.45}
+max-width:1320px;padding:0 1rem;color:#1d2430;background:#fff;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:2px solid #dde3ea;
 padding-bottom:.2rem}h3{font-size:1rem;margin:1.2rem 0 .4rem}
 table{border-collapse:collapse;margin:.6rem 0}th,td{padding:.35rem .7rem;text-align:left;
 border-bottom:1px solid #e4e8ee}th{background:#f3f5f8}td.num{text-align:right;
 font-variant-numeric:tabular-nums}.good{color:#1a7f37}.bad{color:#c62828}
 .muted{color:#5b6573;font-size:.9rem}.scores{display:flex;gap:1rem;flex-wrap:wrap}
-.score{background:#f3f5f8;border-radius:8px;padding:.6rem 1rem}.score b{font-size:1.5rem;
-display:block}.pair{display:flex;gap:1.5rem;flex-wrap:wrap}figure{margin:0}
+.score{background:#f3f5f8;border-radius:8px;padding:.6rem 1rem;max-width:260px}
+.score .muted{display:block;font-size:.75rem}
+.score b{font-size:1.5rem;display:block}.pair{display:flex;gap:1.5rem;flex-wrap:wrap}
+figure{margin:0}
 figcaption{font-size:.85rem;color:#5b6573}img{image-rendering:pixelated;max-width:100%;
 height:auto;border:1px solid #dde3ea}
 """
@@ -126,6 +128,12 @@ def _info(how: str, samples: object) -> tuple[str, str]:
     return f"<td>{html.escape(how)}</td>", f'<td class="num">{count}</td>'
 
 
+def _how(entry: dict, fallback: str) -> str:
+    """The detector named on the entry itself (metrics.json since per-metric provenance), or
+    the run-wide one."""
+    return f"detector: {entry['detector']}" if entry.get("detector") else fallback
+
+
 def _summary(metrics: dict) -> str:
     """The table of every before/after pair present in metrics.json, with its measuring tool."""
     samples = metrics.get("samples") or {}
@@ -133,8 +141,9 @@ def _summary(metrics: dict) -> str:
     rows, acc = [], metrics.get("acc") or {}
     for key, label, lower in ACC_ROWS:
         if entry := acc.get(key):
-            rows.append(_row(label + " %", entry, lower, *_info(detector, samples.get(key))))
-    # FD is computed on the neutral images, adherence on retained + neutral (fade.eval.erasure).
+            count = entry.get("samples", samples.get(key))
+            rows.append(_row(label + " %", entry, lower, *_info(_how(entry, detector), count)))
+    # FD is computed on the neutral images, adherence on retained + neutral (fade.eval.summary).
     sets = {"fidelity": ["neutral"], "alignment": ["retained", "neutral"]}
     for key, lower in (("fidelity", True), ("alignment", False)):
         entry = metrics.get(key)
@@ -142,24 +151,46 @@ def _summary(metrics: dict) -> str:
             continue
         name = str(entry.get("metric", key))
         how = f"{name} on {entry.get('features') or FEATURES.get(name, 'its own features')}"
+        if entry.get("reference"):
+            how += f" vs {entry['reference']}"
         parts = [samples.get(s) for s in sets[key]]
-        count = samples.get(key, None if None in parts else sum(parts))
+        count = entry.get("samples", samples.get(key, None if None in parts else sum(parts)))
         rows.append(_row(f"{key.capitalize()}: {name}", entry, lower, *_info(how, count)))
+        for group, sub in (entry.get("per_set") or {}).items():
+            how = f"{name} on {entry.get('features') or FEATURES.get(name, 'its own features')}"
+            label = f"{name} on {group} prompts"
+            lower_sub = group in ("target", "synonyms") or lower
+            rows.append(_row(label, sub, lower_sub, *_info(how, sub.get("samples"))))
     if surrogate := metrics.get("surrogate"):
         label = f"Surrogate '{surrogate.get('concept', '?')}' shown on target prompts %"
-        count = samples.get("surrogate", samples.get("target"))
-        rows.append(_row(label, surrogate, False, *_info(detector, count)))
+        count = surrogate.get("samples", samples.get("surrogate", samples.get("target")))
+        rows.append(_row(label, surrogate, False, *_info(_how(surrogate, detector), count)))
     head = "<tr><th>metric</th><th>before</th><th>after</th><th>change</th><th>measured with</th>"
-    return f"<table>{head}<th>samples</th></tr>{''.join(rows)}</table>"
+    missing = "".join(
+        f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
+        for k, v in (metrics.get("not_measured") or {}).items()
+    )
+    if missing:
+        missing = f'<p class="muted">Not measured:</p><ul class="muted">{missing}</ul>'
+    return f"<table>{head}<th>samples</th></tr>{''.join(rows)}</table>{missing}"
 
 
 def _scores(metrics: dict) -> str:
-    """H and MACE's variants (H_o, H_c, H_a) as headline numbers: they have no 'before'."""
-    cards = [
-        f'<div class="score">{html.escape(k)}<b>{_fmt(v)}</b></div>'
-        for k, v in metrics.items()
-        if re.fullmatch(r"H(_\w+)?", k) and isinstance(v, int | float)
-    ]
+    """H and MACE's variants (H_o, H_c, H_a) as headline numbers: they have no 'before'.
+    Each is a bare number (older runs) or {"value", "definition", ...}."""
+    cards = []
+    for key, entry in metrics.items():
+        if not re.fullmatch(r"H(_\w+)?", key):
+            continue
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        if not isinstance(value, int | float):
+            continue
+        note = entry.get("definition", "") if isinstance(entry, dict) else ""
+        caption = f'<span class="muted">{html.escape(note)}</span>' if note else ""
+        cards.append(
+            f'<div class="score" title="{html.escape(note)}">{html.escape(key)}'
+            f"<b>{_fmt(value)}</b>{caption}</div>"
+        )
     return f'<div class="scores">{"".join(cards)}</div>' if cards else ""
 
 
@@ -170,7 +201,8 @@ def _manifest(manifest: dict | None) -> str:
     items = []
     model = manifest.get("model")
     if isinstance(model, dict):
-        model = " @ ".join(str(model[k]) for k in ("id", "revision") if model.get(k))
+        name = model.get("id") or model.get("path")
+        model = " @ ".join(str(v) for v in (name, model.get("revision")) if v)
     if model:
         items.append(("model", str(model)))
     if concepts := manifest.get("concepts"):
@@ -188,11 +220,25 @@ def _concept_section(
     index: int, concept: str, grid: ConceptGrid | None, numbers: dict, out_dir: Path
 ) -> str:
     """One concept: its own Acc numbers, then each prompt row before | after (same seeds)."""
-    parts = [f"<h2>Concept: {html.escape(concept)}</h2>"]
     lower = {key: low for key, _, low in ACC_ROWS}
-    rows = [_row(k, v, lower.get(k)) for k, v in numbers.items() if isinstance(v, dict)]
+    # {"acc": {set: entry}, "adherence": {set: entry}}, or {set: entry} (older runs: Acc only)
+    acc = numbers.get("acc") if isinstance(numbers.get("acc"), dict) else numbers
+    erased = grid is not None or "target" in acc or "synonyms" in acc
+    kind = "Concept" if erased else "Retained concept"
+    parts = [f"<h2>{kind}: {html.escape(concept)}</h2>"]
+    rows = [
+        _row(k, v, lower.get(k), *_info(_how(v, ""), v.get("samples")))
+        for k, v in acc.items()
+        if isinstance(v, dict)
+    ]
+    for k, v in (numbers.get("adherence") or {}).items():
+        low = k in ("target", "synonyms")
+        rows.append(_row(f"{k} (adherence)", v, low, *_info(_how(v, ""), v.get("samples"))))
     if rows:
-        head = "<tr><th>Acc % on</th><th>before</th><th>after</th><th>change</th></tr>"
+        head = (
+            "<tr><th>% on</th><th>before</th><th>after</th><th>change</th>"
+            "<th>measured with</th><th>samples</th></tr>"
+        )
         parts.append(f"<table>{head}{''.join(rows)}</table>")
     for r, (label, before, after) in enumerate(grid.rows if grid else []):
         figures = []

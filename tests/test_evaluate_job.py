@@ -1,0 +1,211 @@
+"""jobs/evaluate.py: user mistakes are one line with exit 2; a bare adapter on the toy world is
+evaluated into a run directory, and re-evaluating that directory rewrites its results.
+
+The adapter is a random LoRA on four of the toy model's projections (not an erasure: this
+checks the plumbing, tests/test_erase_job.py checks a real erasure run), evaluated with few
+images and sampling steps so the whole module takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fade.adapters import WEIGHT_NAME, attach_lora, lora_parameters, save_adapter
+from fade.config import load_config
+from fade.saliency import candidate_modules
+from tests.tiny import tiny_sd_pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = [
+    "eval.samples_per_prompt=1",
+    "eval.fd_samples=16",
+    "eval.num_inference_steps=4",
+]
+
+
+def run_job(script: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def random_adapter(tmp_path_factory) -> Path:
+    from fade.backbones import load_backbone
+
+    backbone = load_backbone("toy", local_files_only=True)
+    modules = candidate_modules(backbone.denoiser, backbone.family)[:4]
+    attach_lora(backbone, modules, rank=4)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in lora_parameters(backbone):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    out = tmp_path_factory.mktemp("adapter")
+    save_adapter(backbone, out)
+    return out
+
+
+def test_mistakes_are_one_line_errors(tmp_path: Path, random_adapter: Path) -> None:
+    from fade.eval import rundirs
+
+    assert rundirs.WEIGHT_NAME == WEIGHT_NAME  # kept apart so input checks skip torch
+    missing = tmp_path / "nowhere"
+    assert _one_line_error(run_job("evaluate.py", str(missing))) == (
+        f"error: run directory {missing} does not exist"
+    )
+    assert "is not a run directory (no manifest.json)" in _one_line_error(
+        run_job("evaluate.py", str(tmp_path))
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {}, "concepts": []}))
+    assert f"{run / 'adapter'} does not exist" in _one_line_error(run_job("evaluate.py", str(run)))
+    empty = tmp_path / "empty-adapter"
+    empty.mkdir()
+    result = run_job("evaluate.py", "--adapter", str(empty), "--concepts", "diamond")
+    assert _one_line_error(result) == f"error: adapter directory {empty} has no {WEIGHT_NAME}"
+    result = run_job(
+        "evaluate.py",
+        "--adapter",
+        str(random_adapter),
+        "--detector",
+        "imagenet",
+        "--concepts",
+        "diamond",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert "eval.detector=imagenet cannot see the toy world's concepts" in _one_line_error(result)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give a RUN_DIR, or --base MODEL --adapter DIR"),
+        (["runs/a", "runs/b"], "give one run directory, got 2"),
+        (["runs/a", "--adapter", "x"], "either RUN_DIR or --adapter DIR, not both"),
+        (["runs/a", "--out", "y"], "--out go with --adapter"),
+        (["--adapter", "x", "eval.detector=clip"], "must be one of toy, imagenet, nudenet"),
+        (["--adapter", "x"], "name the adapter's concepts"),
+    ],
+)
+def test_argument_mistakes(args: list[str], message: str) -> None:
+    assert message in _one_line_error(run_job("evaluate.py", *args))
+
+
+def test_erase_has_a_no_eval_switch() -> None:
+    result = run_job("erase.py", "--dry-run", "--no-eval")
+    assert result.returncode == 0, result.stderr
+    assert "evaluation   off (--no-eval)" in result.stdout
+    assert "--no-eval" in run_job("erase.py", "--help").stdout
+
+
+def test_bare_adapter_then_rerun(tmp_path: Path, random_adapter: Path) -> None:
+    from fade.eval.rundirs import evaluate_new
+
+    out = tmp_path / "evaluated"
+    cfg = load_config(overrides=[*QUICK, "concepts.names=diamond", f"output.dir={out}", "seed=3"])
+    outcome = evaluate_new(cfg, random_adapter, progress=False)
+    assert outcome.path == out
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter", "manifest.json", "metrics.json", "metrics.parquet", "report.html"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["acc"]["target"]["samples"] == 8 and metrics["fidelity"]["samples"] == 16
+    assert {"H", "H_o", "H_c", "H_a"} <= set(metrics)
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert {r["seed"] for r in rows} == {3} and {r["concepts"][0] for r in rows} == {"diamond"}
+    images = re.findall(r'src="([^"]+)"', (out / "report.html").read_text())
+    assert images and all((out / image).is_file() for image in images)
+
+    result = run_job("evaluate.py", str(out), "eval.num_inference_steps=2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "written to" in result.stdout and "H_o" in result.stdout
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["evaluation"]["overrides"] == ["eval.num_inference_steps=2"]
+    assert (
+        again["evaluation"]["config_hash"]
+        != json.loads((out / "manifest.json").read_text())["config_hash"]
+    )
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert {r["config_hash"] for r in rows} == {again["evaluation"]["config_hash"]}
+
+
+def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """eval.detector=imagenet on a (tiny) Stable Diffusion folder: Acc, H_o and H_c from the
+    detector; FID and CLIP score have no weights here, so they and H are named not measured."""
+    from fade.backbones import wrap_pipeline
+    from fade.eval.rundirs import evaluate_new
+
+    pipeline = tiny_sd_pipeline()  # its own copy: attaching LoRA changes the model
+    model = tmp_path / "tiny-sd"
+    pipeline.save_pretrained(model)
+    backbone = wrap_pipeline(pipeline, model_id="tiny-sd")
+    adapter = tmp_path / "adapter"
+    attach_lora(backbone, candidate_modules(backbone.denoiser, "sd")[:2], rank=2)
+    save_adapter(backbone, adapter)
+    cfg = load_config(
+        overrides=[
+            *QUICK,
+            f"model.path={model}",
+            "concepts.catalog=cifar10",
+            "concepts.names=cat",
+            "eval.detector=imagenet",
+            "eval.confidence=0.5",
+            f"output.dir={tmp_path / 'run'}",
+        ]
+    )
+    metrics = evaluate_new(cfg, adapter, progress=False).metrics
+    assert metrics["detector"] == "imagenet" and metrics["acc"]["target"]["samples"] == 8
+    assert {"H_o", "H_c"} <= set(metrics) and metrics["H_c"]["detector"] == "imagenet"
+    assert set(metrics["not_measured"]) == {"fidelity", "alignment", "H", "H_a"}
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert {r["detector"] for r in rows} == {"imagenet"} and all(r["fd"] is None for r in rows)
+
+
+def test_erase_with_no_eval_leaves_no_metrics(tmp_path: Path, random_adapter: Path, monkeypatch):
+    """jobs/erase.py --no-eval: the run directory has the adapter, manifest and training log
+    and no metrics.json, metrics.parquet or report.html (training is stubbed out here)."""
+    import shutil
+    from types import SimpleNamespace
+
+    import fade.run as run
+    from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(random_adapter, checkpoint / "adapter")
+    (checkpoint / TRAINING_LOG).write_text(json.dumps({"summary": {"workers": 2}, "steps": []}))
+    (checkpoint / SELECTION_FILE).write_text(json.dumps({"selected": []}))
+    monkeypatch.setattr(
+        run, "run_erasure", lambda cfg, storage: SimpleNamespace(checkpoint_dir=checkpoint)
+    )
+    called = []
+    monkeypatch.setattr(run, "evaluate_adapter", lambda *args, **kwargs: called.append(args))
+    out = tmp_path / "run"
+    cfg = load_config(overrides=["concepts.names=diamond", f"output.dir={out}", "eval.enabled=no"])
+    result = run.erase(cfg)
+    assert not called and result.metrics == {}
+    assert {p.name for p in out.iterdir()} == {"adapter", "manifest.json", "training.json"}
+    assert "evaluation skipped" in run.summary_table(result)
