@@ -67,7 +67,10 @@ def test_run_directory_is_complete(short_run) -> None:
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["acc"]["target"] and metrics["alignment"]["metric"] == "adherence"
     assert score_value(metrics) > 50.0  # H can pass 100 when adherence rises (DESIGN.md sec. 3)
-    assert metrics["acc"]["target"]["detector"] == "toy" and metrics["H"]["samples"]["target"]
+    assert (
+        metrics["acc"]["target"]["detector"] == "toy"
+        and metrics["scores"]["H"]["samples"]["target"]
+    )
     rows = pq.read_table(path / "metrics.parquet").to_pylist()
     assert {r["concept"] for r in rows} >= {"velmora", None}
     assert {r["config_hash"] for r in rows} == {manifest["config_hash"]}

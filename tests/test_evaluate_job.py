@@ -179,7 +179,7 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
     )
     metrics = evaluate_new(cfg, adapter, progress=False).metrics
     assert metrics["detector"] == "imagenet" and metrics["acc"]["target"]["samples"] == 8
-    assert {"H_o", "H_c"} <= set(metrics) and metrics["H_c"]["detector"] == "imagenet"
+    assert {"H_o", "H_c"} <= set(metrics) and metrics["scores"]["H_c"]["detector"] == "imagenet"
     assert set(metrics["not_measured"]) == {"fidelity", "alignment", "H", "H_a"}
     rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
     assert {r["detector"] for r in rows} == {"imagenet"} and all(r["fd"] is None for r in rows)

@@ -88,7 +88,7 @@ def test_a_zero_term_makes_a_harmonic_mean_zero() -> None:
         harmonic_mean(-0.1, 0.5)
 
 
-def test_score_value_reads_new_and_old_metrics() -> None:
+def test_score_value_reads_bare_numbers_and_provenance_entries() -> None:
     assert score_value({"H": {"value": 87.5, "detector": "toy"}}) == 87.5
     assert score_value({"H": 87.5}) == 87.5
     assert score_value({"H_o": {"value": 3}}, "H_o") == 3.0

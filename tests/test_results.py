@@ -80,11 +80,11 @@ def test_numbers_by_hand(metrics) -> None:
     assert metrics["alignment"]["after"] == pytest.approx(100 * 5.5 / 8)
     # FD 10 -> 25 is past 2 x 10: the shift term is 0; F = (5.5/6.5) / 2
     f = (5.5 / 6.5) / 2
-    assert metrics["H"]["value"] == pytest.approx(200 * 0.75 * f / (0.75 + f))
-    assert metrics["H_o"]["value"] == pytest.approx(100 * 3 / (1 / 0.75 + 1 / 1.0 + 1 / 1.0))
-    assert metrics["H_c"]["value"] == pytest.approx(100 * 2 / (1 / 0.75 + 1 / 1.0))
+    assert metrics["H"] == pytest.approx(200 * 0.75 * f / (0.75 + f))
+    assert metrics["H_o"] == pytest.approx(100 * 3 / (1 / 0.75 + 1 / 1.0 + 1 / 1.0))
+    assert metrics["H_c"] == pytest.approx(100 * 2 / (1 / 0.75 + 1 / 1.0))
     # H_a: adherence after on retained (1 + .5 + 1 + 1)/4 minus on target 62.5
-    assert metrics["H_a"]["value"] == pytest.approx(87.5 - 62.5)
+    assert metrics["H_a"] == pytest.approx(87.5 - 62.5)
 
 
 def _provenance(tree: object, path: str = "") -> list[str]:
@@ -110,7 +110,10 @@ def test_every_metric_names_its_detector_or_features_and_samples(metrics) -> Non
     assert metrics["fidelity"]["samples"] == 4 and metrics["fidelity"]["implementation"].startswith(
         "clean-fid 0.1.35"
     )
-    assert metrics["acc"]["target"]["samples"] == 4 and metrics["H"]["samples"]["fidelity"] == 4
+    assert (
+        metrics["acc"]["target"]["samples"] == 4
+        and metrics["scores"]["H"]["samples"]["fidelity"] == 4
+    )
 
 
 def test_without_a_feature_network_or_alignment_the_scores_say_so() -> None:
@@ -118,7 +121,7 @@ def test_without_a_feature_network_or_alignment_the_scores_say_so() -> None:
     metrics = summarise(BEFORE, AFTER, _sets(), measures)
     assert "fidelity" not in metrics and "alignment" not in metrics and "H" not in metrics
     assert set(metrics["not_measured"]) == {"fidelity", "alignment", "H", "H_a"}
-    assert metrics["H_o"]["detector"] == "imagenet" and metrics["H_c"]["value"] > 0
+    assert metrics["scores"]["H_o"]["detector"] == "imagenet" and metrics["H_c"] > 0
     assert _provenance(metrics) == []
     assert any("not measured" in line for line in metrics_table(metrics))
 

@@ -71,8 +71,9 @@ def h_artistic(align_erased: float, align_retained: float) -> float:
 
 
 def score_value(metrics: Mapping, key: str = "H") -> float | None:
-    """The number of score `key` ("H", "H_o", ...) in a metrics.json mapping, which holds it
-    as ``{"value": ..., "detector": ..., ...}`` (or as a bare number in older runs)."""
+    """The number of score `key` ("H", "H_o", ...) in a metrics.json mapping: a bare number at
+    the top level (also read from a ``{"value": ...}`` entry, as the provenance under
+    ``scores`` holds it)."""
     entry = metrics.get(key)
     if isinstance(entry, Mapping):
         entry = entry.get("value")

@@ -177,15 +177,13 @@ def _summary(metrics: dict) -> str:
 
 def _scores(metrics: dict) -> str:
     """H and MACE's variants (H_o, H_c, H_a) as headline numbers: they have no 'before'.
-    Each is a bare number (older runs) or {"value", "definition", ...}."""
+    Each is a bare number; its definition, if known, is in metrics["scores"][key]."""
     cards = []
-    for key, entry in metrics.items():
-        if not re.fullmatch(r"H(_\w+)?", key):
+    provenance = metrics.get("scores", {})
+    for key, value in metrics.items():
+        if not re.fullmatch(r"H(_\w+)?", key) or not isinstance(value, int | float):
             continue
-        value = entry.get("value") if isinstance(entry, dict) else entry
-        if not isinstance(value, int | float):
-            continue
-        note = entry.get("definition", "") if isinstance(entry, dict) else ""
+        note = provenance.get(key, {}).get("definition", "")
         caption = f'<span class="muted">{html.escape(note)}</span>' if note else ""
         cards.append(
             f'<div class="score" title="{html.escape(note)}">{html.escape(key)}'

@@ -2,9 +2,11 @@
 many images (issue 5, DESIGN.md section 3).
 
 Each Acc, adherence and Fréchet entry is ``{"before", "after", "detector" or "features",
-"samples"}``; each score (H, H_o, H_c, H_a) is ``{"value", "definition", "detector", ...,
-"samples"}``. What could not be measured is named in ``"not_measured"`` with the reason, never
-filled with a stand-in. The layout is documented in docs/evaluation.md.
+"samples"}``; each score (H, H_o, H_c, H_a) is a bare number at the top level, as DESIGN.md
+section 3 has it (``"H": 87.1``), and ``scores[key]`` says how it was measured
+(``{"value", "definition", "detector", ..., "samples"}``). What could not be measured is named
+in ``"not_measured"`` with the reason, never filled with a stand-in. The layout is documented
+in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -149,7 +151,11 @@ def summarise(
             "no alignment metric for this model: CLIP score needs CLIP weights, which are not "
             "available here; toy prompt adherence is defined on the toy world only"
         )
-    metrics.update(_scores(metrics, m))
+    scores = _scores(metrics, m)
+    # DESIGN.md section 3's contract: each score is a bare number at the top level ("H": 87.1);
+    # what measured it lives beside, under "scores".
+    metrics.update({key: entry["value"] for key, entry in scores.items()})
+    metrics["scores"] = scores
     if not metrics["not_measured"]:
         del metrics["not_measured"]
     return metrics
