@@ -353,6 +353,7 @@ def build_prompt_sets(
     n_per_concept: int = 32,
     n_retain: int = 32,
     seed: int = 0,
+    neighbour_share: float = 1 / 3,
 ) -> PromptSets:
     """Build P_c, P_¬c, P_s, synonym and retain prompts for ``concepts`` (deterministic per seed).
 
@@ -390,7 +391,9 @@ def build_prompt_sets(
         for template, term in _draw(pool, n_per_concept, rng):
             sets.synonyms.append(render_prompt(template, spec.phrase_for(term)))
             sets.synonyms_concept_of.append(index)
-    sets.retain = _retain_prompts(concepts, catalog, n_retain, random.Random(f"{seed}/retain"))
+    sets.retain = _retain_prompts(
+        concepts, catalog, n_retain, random.Random(f"{seed}/retain"), neighbour_share
+    )
     return sets
 
 
@@ -399,10 +402,35 @@ def _round_robin(streams: Sequence[Sequence[str]]) -> list[str]:
     return [stream[i] for i in range(longest) for stream in streams if i < len(stream)]
 
 
+def _interleave(streams: Sequence[Sequence[str]], weights: Sequence[float]) -> list[str]:
+    """All items of `streams`, each stream's share of every prefix close to its weight (smooth
+    weighted round robin); equal weights give plain round robin. An exhausted stream drops out.
+    """
+    if max(weights, default=0) - min(weights, default=0) < 1e-9:
+        return _round_robin(streams)
+    position, credit, order = [0] * len(streams), [0.0] * len(streams), []
+    live = [i for i, stream in enumerate(streams) if stream and weights[i] > 0]
+    while live:
+        total = sum(weights[i] for i in live)
+        for i in live:
+            credit[i] += weights[i]
+        pick = max(live, key=lambda i: credit[i])
+        credit[pick] -= total
+        order.append(streams[pick][position[pick]])
+        position[pick] += 1
+        live = [i for i in live if position[i] < len(streams[i])]
+    return order
+
+
 def _retain_prompts(
-    erased: Sequence[ConceptSpec], catalog: Catalog | None, n: int, rng: random.Random
+    erased: Sequence[ConceptSpec],
+    catalog: Catalog | None,
+    n: int,
+    rng: random.Random,
+    neighbour_share: float = 1 / 3,
 ) -> list[str]:
-    """Captions, same-category neighbours' prompts and other concepts' prompts, in turn, none
+    """Captions, same-category neighbours' prompts and other concepts' prompts, interleaved so
+    that neighbours make up `neighbour_share` of them (1/3: the three kinds in turn), none
     mentioning an erased concept.
 
     Catalog concepts sharing a name or synonym with an erased concept are not retained at all.
@@ -427,5 +455,8 @@ def _retain_prompts(
     rng.shuffle(neighbours)
     rng.shuffle(others)
     streams = [caption_stream, _round_robin(neighbours), _round_robin(others)]
-    order = _round_robin([stream for stream in streams if stream])
+    rest = (1 - neighbour_share) / 2
+    weights = [rest, neighbour_share, rest]
+    kept = [(stream, weight) for stream, weight in zip(streams, weights, strict=True) if stream]
+    order = _interleave([s for s, _ in kept], [w for _, w in kept])
     return [order[i % len(order)] for i in range(n)] if order else []

@@ -30,6 +30,7 @@ from fade.losses import (
     preservation_loss,
     removal_loss,
 )
+from fade.recipes import resolve_erase
 from fade.saliency import SaliencySelection, locate_concept
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class Eraser:
         all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
         heldout_fraction: float = 0.2,
     ):
-        self.backbone, self.prompts, self.config, self.size = backbone, prompts, config, size
+        self.backbone, self.prompts, self.size = backbone, prompts, size
+        # Settings left null come from the recipe (remove, or redirect to a surrogate).
+        self.config = resolve_erase(config, prompts.has_surrogate)
         self.seed = seed
         self.all_reduce_mean = all_reduce_mean if world_size > 1 else None
         # Same split on every worker; each then trains on its own shard of the training rows.
@@ -94,6 +97,7 @@ class Eraser:
             size=self.size,
             seed=int(self._randint(2**31)),
             reduce=self._mean_scores if self.all_reduce_mean else None,
+            group=cfg.candidates,
         )
         torch.manual_seed(self.seed)  # identical adapter and D initialisation on every worker
         attach_lora(self.backbone, self.selection.selected, cfg.lora_rank, cfg.lora_alpha)
@@ -156,6 +160,8 @@ class Eraser:
         preserve = zero
         if cfg.lam:
             preserve = self._preservation(neutral, neutral_x0)
+            if cfg.paired_preservation and self.prompts.retain:
+                preserve = preserve + self._paired_preservation(z, sigma)
         loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,6 +202,14 @@ class Eraser:
             z_retain = self.backbone.add_noise(self._x0_of(retain), self._noise(batch), sigma)
             loss = loss + preservation_loss(self.backbone, z_retain, sigma, retain, self.size)
         return loss
+
+    def _paired_preservation(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """L_pres for retain prompts at the concept's own states: on exactly the states where
+        the adapter is taught to change the concept's prediction, every other prompt's must
+        stay, so the change can only follow the prompt."""
+        picks = self._randint(len(self.prompts.retain), len(z)).tolist()
+        retain = self.backbone.encode([self.prompts.retain[i] for i in picks])
+        return preservation_loss(self.backbone, z, sigma, retain, self.size)
 
     def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """No-grad sampling from noise to a random step of the schedule: the model's own state."""

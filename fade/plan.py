@@ -13,6 +13,7 @@ from fade.catalog import Catalog, list_catalogs, load_catalog
 from fade.concepts import ConceptError, ConceptSpec, PromptSets, build_prompt_sets, with_anchor
 from fade.concepts import with_surrogate as replace_surrogate
 from fade.config import FadeConfig, config_hash
+from fade.recipes import resolve_config
 
 # The concept erased when none is named and the model is the embedded toy world.
 DEFAULT_TOY_CONCEPT = "diamond"
@@ -39,8 +40,11 @@ class RunPlan:
             f"prompts      {len(self.prompts.target)} target, {len(self.prompts.neutral)} neutral, "
             f"{len(self.prompts.surrogate)} surrogate, {len(self.prompts.synonyms)} synonym, "
             f"{len(self.prompts.retain)} retain",
-            f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0}",
-            f"adapter      sparsity={erase.sparsity} rank={erase.lora_rank} steps={erase.steps}",
+            f"recipe       {erase.recipe}",
+            f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0} "
+            f"eta={erase.negative_guidance} paired_preservation={erase.paired_preservation}",
+            f"adapter      {erase.candidates} projections, sparsity={erase.sparsity} "
+            f"rank={erase.lora_rank} steps={erase.steps}",
             f"distributed  {cfg.distributed.strategy} x {cfg.distributed.num_workers} workers",
             f"evaluation   {evaluation}",
             f"output       {cfg.output.dir}",
@@ -110,15 +114,18 @@ def check_toy_vocabulary(specs: list[ConceptSpec]) -> None:
 
 
 def make_plan(cfg: FadeConfig) -> RunPlan:
-    """Resolve concepts and build their prompt sets; raises a one-line FadeError on bad input."""
+    """Resolve concepts, fill unset settings from the recipe (fade/recipes.py) and build the
+    prompt sets; raises a one-line FadeError on bad input. `plan.config` is what runs."""
     catalog, specs = resolve_concepts(cfg)
     if cfg.model.path == "toy":
         check_toy_vocabulary(specs)
+    cfg = resolve_config(cfg, has_surrogate=any(spec.surrogate for spec in specs))
     prompts = build_prompt_sets(
         specs,
         catalog,
         n_per_concept=cfg.concepts.prompts_per_concept,
         n_retain=cfg.concepts.retain_prompts,
         seed=cfg.seed,
+        neighbour_share=cfg.concepts.neighbour_share,
     )
     return RunPlan(cfg, catalog, specs, prompts)

@@ -33,6 +33,7 @@ def erase(cfg: FadeConfig) -> RunResult:
     """Erase, evaluate (unless `eval.enabled` is false) and write the run directory."""
     started = time.time()
     plan = make_plan(cfg)
+    cfg = plan.config  # recipe settings filled in: what runs, and what the manifest records
     if cfg.eval.enabled:  # a detector that cannot measure these concepts fails before training
         check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
     writer = RunWriter(Path(cfg.output.dir), cfg.output.overwrite)

@@ -2,7 +2,8 @@
 
 On batches of concept prompts, the concept loss ‖f(z_t, t, y_c) − f(z_t, t, y_¬c)‖² (how
 differently the model treats the concept and its neutral replacement) is back-propagated, and
-|grad| is averaged per candidate module (attention and feed-forward projections). The top
+|grad| is averaged per candidate module (attention and feed-forward projections of the blocks,
+or the projections that bring the prompt in: see CANDIDATE_GROUPS). The top
 `sparsity` fraction receives LoRA adapters; every other weight stays untouched. z_t are the
 model's own states: a few no-grad sampling steps from noise on the concept prompt down to a
 random sigma, the same states the erasure later trains on.
@@ -22,8 +23,14 @@ from torch import nn
 
 from fade.backbones import Backbone
 
-# Attention and feed-forward projections inside the denoiser's blocks, per family.
-CANDIDATES = {
+# Two groups of candidate projections per family (`erase.candidates` picks which are ranked):
+# - "blocks": attention and feed-forward projections inside the denoiser's blocks, where the
+#   image is formed; an adapter there removes what the concept draws.
+# - "conditioning": the projections that bring the prompt into the denoiser (FLUX: the token
+#   and pooled text embedders; SD: the cross-attention keys and values). They see only the
+#   prompt, so an adapter there can redirect one concept's prompts (to a surrogate) while other
+#   prompts reach the blocks unchanged.
+BLOCKS = {
     "flux": re.compile(
         r"^(transformer_blocks|single_transformer_blocks)\.\d+\."
         r"(attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)"
@@ -31,15 +38,26 @@ CANDIDATES = {
     ),
     "sd": re.compile(r"\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)$|\.ff\.net\.(0\.proj|2)$"),
 }
+CONDITIONING = {
+    "flux": re.compile(r"^(context_embedder|time_text_embed\.text_embedder\.linear_[12])$"),
+    "sd": re.compile(r"\.attn2\.(to_k|to_v)$"),
+}
+CANDIDATE_GROUPS = ("blocks", "conditioning", "all")
 
 
-def candidate_modules(denoiser: nn.Module, family: str) -> list[str]:
-    """Names of the Linear projections saliency ranks (and LoRA may attach to)."""
-    pattern = CANDIDATES[family]
+def candidate_modules(denoiser: nn.Module, family: str, group: str = "blocks") -> list[str]:
+    """Names of the Linear projections saliency ranks (and LoRA may attach to), in model order."""
+    if group not in CANDIDATE_GROUPS:
+        raise ValueError(f"candidate group must be one of {', '.join(CANDIDATE_GROUPS)}: {group!r}")
+    patterns = [
+        table[family]
+        for name, table in (("blocks", BLOCKS), ("conditioning", CONDITIONING))
+        if group in (name, "all")
+    ]
     return [
         name
         for name, module in denoiser.named_modules()
-        if isinstance(module, nn.Linear) and pattern.search(name)
+        if isinstance(module, nn.Linear) and any(p.search(name) for p in patterns)
     ]
 
 
@@ -74,12 +92,13 @@ def concept_saliency(
     sample_steps: int = 4,
     size: tuple[int, int] = (32, 32),
     seed: int = 0,
+    group: str = "blocks",
 ) -> dict[str, float]:
     """Mean |grad| of the concept loss per candidate module, accumulated over `batches`."""
     if len(target_prompts) != len(neutral_prompts) or not target_prompts:
         raise ValueError("target and neutral prompts must be non-empty and aligned")
     denoiser = backbone.denoiser
-    names = candidate_modules(denoiser, backbone.family)
+    names = candidate_modules(denoiser, backbone.family, group)
     modules = dict(denoiser.named_modules())
     weights = {name: modules[name].weight for name in names}
     # Only candidate weights get gradients: a model from from_pretrained has requires_grad on
@@ -120,6 +139,7 @@ def locate_concept(
     neutral_prompts: list[str],
     sparsity: float,
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
+    group: str = "blocks",
     **kwargs,
 ) -> SaliencySelection:
     """Rank candidates by saliency and keep the top `sparsity` fraction (1.0 = all modules).
@@ -127,9 +147,9 @@ def locate_concept(
     `reduce` combines the scores of data-parallel workers (a mean) so all select the same.
     """
     if sparsity >= 1.0:  # the "w/o saliency" ablation: no gradient pass needed
-        names = candidate_modules(backbone.denoiser, backbone.family)
+        names = candidate_modules(backbone.denoiser, backbone.family, group)
         return SaliencySelection(dict.fromkeys(names, 1.0), 1.0, names)
-    scores = concept_saliency(backbone, target_prompts, neutral_prompts, **kwargs)
+    scores = concept_saliency(backbone, target_prompts, neutral_prompts, group=group, **kwargs)
     if reduce is not None:
         scores = reduce(scores)
     return SaliencySelection(scores, sparsity, select_top(scores, sparsity))

@@ -391,3 +391,29 @@ def test_empty_anchor_drops_a_dangling_preposition() -> None:
     assert render_prompt("a circle by {}", "") == "a circle"
     assert render_prompt("a house in the style of {}", "") == "a house"
     assert render_prompt("a circle by {}", "velmora") == "a circle by velmora"
+
+
+def test_neighbour_share_sets_how_many_retain_prompts_are_neighbours() -> None:
+    catalog = load_catalog("toy")
+    erased = catalog.select(["diamond"])
+    neighbour_prompts = {
+        render_prompt(template, phrase)
+        for spec in catalog
+        if spec.category == "object" and spec.name != "diamond"
+        for template in spec.templates
+        for phrase in spec.phrases
+    }
+
+    def share(neighbour_share: float) -> float:
+        sets = build_prompt_sets(
+            erased, catalog, n_per_concept=2, n_retain=60, seed=0, neighbour_share=neighbour_share
+        )
+        return sum(p in neighbour_prompts for p in sets.retain) / 60
+
+    # A generic caption can also be a neighbour's prompt ("a red circle"), hence ">=".
+    assert share(0.6) >= 0.6 and share(0.6) > share(1 / 3) + 0.15 and share(1 / 3) >= 1 / 3
+    default = build_prompt_sets(erased, catalog, n_per_concept=2, n_retain=60, seed=0)
+    explicit = build_prompt_sets(
+        erased, catalog, n_per_concept=2, n_retain=60, seed=0, neighbour_share=1 / 3
+    )
+    assert default.retain == explicit.retain

@@ -106,3 +106,41 @@ def test_early_stop_needs_consecutive_checks_at_chance() -> None:
     eraser.setup()
     result = eraser.train(progress=False)  # margin 0.5: every check counts as chance
     assert result.stopped_early and result.steps_run == 3
+
+
+def test_paired_preservation_holds_retain_prompts_at_the_concepts_states() -> None:
+    """The extra L_pres term is 0 while the adapter is the identity and grows once it moves."""
+    backbone = wrap_pipeline(tiny_flux_pipeline())
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=4, seed=0)
+    config = dataclasses.replace(TINY_ERASE, w_rem=0.0, paired_preservation=True)
+    eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
+    eraser.setup()
+    z, sigma = eraser._trajectory_state(backbone.encode(prompts.target[:2]))
+    assert float(eraser._paired_preservation(z, sigma).detach()) == 0.0
+    with torch.no_grad():
+        for p in eraser.adapter_params:
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.3)
+    assert float(eraser._paired_preservation(z, sigma).detach()) > 0.0
+
+
+def test_unset_settings_come_from_the_recipe() -> None:
+    """No surrogate: the remove recipe; a surrogate: redirect (conditioning projections);
+    anything set explicitly wins."""
+    backbone = wrap_pipeline(tiny_flux_pipeline())
+    plain = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
+    eraser = Eraser(backbone, plain, EraseConfig(), size=(TINY_SIZE, TINY_SIZE))
+    assert (eraser.config.recipe, eraser.config.candidates, eraser.config.steps) == (
+        "remove",
+        "blocks",
+        60,
+    )
+    redirected = build_prompt_sets(
+        [dataclasses.replace(SPEC, surrogate="square")], None, n_per_concept=4, seed=0
+    )
+    eraser = Eraser(backbone, redirected, EraseConfig(steps=7), size=(TINY_SIZE, TINY_SIZE))
+    assert eraser.config.recipe == "redirect" and eraser.config.candidates == "conditioning"
+    assert eraser.config.paired_preservation and eraser.config.steps == 7
+    eraser = Eraser(
+        backbone, redirected, EraseConfig(recipe="remove"), size=(TINY_SIZE, TINY_SIZE)
+    )
+    assert eraser.config.candidates == "blocks" and eraser.config.w_rem == 0.1

@@ -74,10 +74,32 @@ def test_saliency_scores_every_candidate_and_leaves_weights_frozen(family: str) 
 
 
 @pytest.mark.parametrize("family", ["flux", "sd"])
-def test_adapter_round_trips_fuses_and_unfuses(family: str, tmp_path) -> None:
+def test_conditioning_candidates_are_where_the_prompt_enters(family: str) -> None:
+    denoiser = fresh(family).denoiser
+    conditioning = candidate_modules(denoiser, family, "conditioning")
+    blocks = candidate_modules(denoiser, family, "blocks")
+    if family == "flux":  # the token and pooled text embedders
+        assert conditioning == [
+            "time_text_embed.text_embedder.linear_1",
+            "time_text_embed.text_embedder.linear_2",
+            "context_embedder",
+        ]
+        assert not set(conditioning) & set(blocks)
+    else:  # cross-attention keys and values: they only ever see the prompt
+        assert conditioning and all(n.endswith(("attn2.to_k", "attn2.to_v")) for n in conditioning)
+    every = candidate_modules(denoiser, family, "all")
+    assert set(every) == set(blocks) | set(conditioning)
+    with pytest.raises(ValueError, match="candidate group"):
+        candidate_modules(denoiser, family, "everything")
+
+
+@pytest.mark.parametrize(
+    ("family", "group"), [("flux", "blocks"), ("sd", "blocks"), ("flux", "conditioning")]
+)
+def test_adapter_round_trips_fuses_and_unfuses(family: str, group: str, tmp_path) -> None:
     trained = fresh(family)
     base_images = images(trained)
-    modules = candidate_modules(trained.denoiser, family)[:3]
+    modules = candidate_modules(trained.denoiser, family, group)[:3]
     attach_lora(trained, modules, rank=2, alpha=8.0)  # alpha != rank: metadata must survive
     assert torch.equal(images(trained), base_images), "a new adapter starts as the identity"
     with torch.no_grad():

@@ -50,6 +50,7 @@ def erase_on_worker(loop_config: dict) -> None:
         cfg.model.local_files_only,
     )
     plan = make_plan(cfg)
+    cfg = plan.config
     eraser = Eraser(
         backbone,
         plan.prompts,

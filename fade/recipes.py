@@ -1,0 +1,80 @@
+"""Recipes: the settings a run leaves unset (null) are filled from the recipe its task needs.
+
+Why two recipes: removing a concept and redirecting it to a surrogate are different edits, and
+one setting serves both badly (measured on the toy world, docs/erasure.md):
+
+- **remove** (no surrogate): an adapter on the denoiser's blocks, pushed away from the concept
+  by negative guidance (η = 4) with a light adversary, erases a shape in 60 steps and keeps its
+  neighbours. The same settings with a surrogate gave 0% surrogate images: the blocks adapter
+  learns "draw less of this", not "draw that instead".
+- **redirect** (a surrogate is given): an adapter on the projections where the prompt enters
+  the denoiser (`erase.candidates = conditioning`) maps the concept's prompts onto the
+  surrogate's, and leaves every other prompt's path untouched; retain prompts are also held at
+  the concept's own training states (`erase.paired_preservation`) and are mostly same-category
+  neighbours (`concepts.neighbour_share`), the concepts a redirect spills onto first. It needs
+  more steps (400) and no adversary: D's held-out accuracy, from a few prompts per check, hit
+  "chance" after 60-160 steps while the surrogate was still forming, and stopped those runs.
+
+`erase.recipe = auto` (the default) picks redirect when any concept has a surrogate, else
+remove. A setting given explicitly (YAML or key=value) always wins over the recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fade.config import EraseConfig, FadeConfig
+
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "remove": {
+        "erase": {
+            "candidates": "blocks",
+            "steps": 60,
+            "negative_guidance": 4.0,
+            "w_rem": 0.1,
+            "paired_preservation": False,
+        },
+        "concepts": {"neighbour_share": 1 / 3},
+    },
+    "redirect": {
+        "erase": {
+            "candidates": "conditioning",
+            "steps": 400,
+            "negative_guidance": 2.0,
+            "w_rem": 0.0,
+            "paired_preservation": True,
+        },
+        "concepts": {"neighbour_share": 0.6},
+    },
+}
+
+
+def recipe_for(requested: str, has_surrogate: bool) -> str:
+    """The recipe a run uses: the one asked for, or (auto) redirect exactly when a concept has
+    a surrogate."""
+    if requested != "auto":
+        return requested
+    return "redirect" if has_surrogate else "remove"
+
+
+def _fill(section: Any, defaults: dict[str, Any]) -> Any:
+    for key, value in defaults.items():
+        if getattr(section, key) is None:
+            setattr(section, key, value)
+    return section
+
+
+def resolve_erase(erase: EraseConfig, has_surrogate: bool) -> EraseConfig:
+    """A copy of `erase` with its recipe named and every unset recipe setting filled."""
+    resolved = copy.deepcopy(erase)
+    resolved.recipe = recipe_for(erase.recipe, has_surrogate)
+    return _fill(resolved, RECIPES[resolved.recipe]["erase"])
+
+
+def resolve_config(cfg: FadeConfig, has_surrogate: bool) -> FadeConfig:
+    """A copy of `cfg` whose erase and concepts settings are resolved (see resolve_erase)."""
+    resolved = copy.deepcopy(cfg)
+    resolved.erase = resolve_erase(cfg.erase, has_surrogate)
+    _fill(resolved.concepts, RECIPES[resolved.erase.recipe]["concepts"])
+    return resolved
