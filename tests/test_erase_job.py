@@ -136,3 +136,29 @@ def test_the_real_runs_report_loads_in_chromium(short_run, chromium, tmp_path) -
     assert images and all(i["width"] > 0 and i["height"] > 0 for i in images), images
     shot = np.asarray(test_report.screenshot(chromium, tmp_path / "report.png"))
     assert shot.std() > 10  # not a blank page
+
+
+@pytest.fixture(scope="module")
+def surrogate_run(ray_session, tmp_path_factory):
+    """Issue 4, point 3, as a user runs it: `jobs/erase.py --concepts diamond --surrogate square`
+    with every other setting at its default (the redirect recipe)."""
+    out = tmp_path_factory.mktemp("runs") / "diamond-to-square"
+    overrides = ["concepts.names=diamond", "concepts.surrogate=square", f"output.dir={out}"]
+    return erase(load_config(overrides=overrides))
+
+
+def test_a_surrogate_takes_the_erased_concepts_place(surrogate_run) -> None:
+    metrics, manifest = surrogate_run.metrics, surrogate_run.manifest
+    assert manifest["config"]["erase"]["recipe"] == "redirect"
+    assert manifest["config"]["erase"]["candidates"] == "conditioning"
+    assert set(manifest["saliency"]["selected"]) <= {
+        "context_embedder",
+        "time_text_embed.text_embedder.linear_1",
+        "time_text_embed.text_embedder.linear_2",
+    }
+    assert metrics["acc"]["target"]["before"] >= 60 and metrics["acc"]["target"]["after"] <= 10
+    assert metrics["acc"]["synonyms"]["after"] <= 10
+    # The acceptance run on a 2-core machine gave 75% (docs/erasure.md); the margin is for
+    # floating-point differences between machines, on 32 images.
+    assert metrics["surrogate"]["concept"] == "square" and metrics["surrogate"]["after"] >= 60
+    assert metrics["acc"]["retained"]["after"] >= metrics["acc"]["retained"]["before"] - 10
