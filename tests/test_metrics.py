@@ -4,12 +4,13 @@ checked against values worked out by hand from the formula (docs/evaluation.md).
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
 from scipy import linalg
 
-from fade.eval.frechet import cleanfid_frechet, frechet_distance
+from fade.eval.frechet import cleanfid_frechet, common_span, frechet_distance, gaussian
 from fade.eval.metrics import (
     fidelity,
     h_artistic,
@@ -127,6 +128,21 @@ def test_singular_covariances_give_a_finite_distance() -> None:
     a, b = rng.normal(size=(20, 64)), rng.normal(size=(20, 64)) + 0.5  # rank 19 < 64
     value = frechet_distance(a, b)
     assert np.isfinite(value) and value > 0
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "dim", "seed"), [(20, 25, 64, 0), (12, 40, 128, 1)])
+def test_fewer_images_than_dimensions_give_the_full_spaces_distance(n_a, n_b, dim, seed) -> None:
+    """Below N_a + N_b + 1 < D the distance is computed on the features' span (fast); it is
+    the same number clean-fid's function gives on the full-dimensional Gaussians."""
+    rng = np.random.default_rng(seed)
+    a = np.maximum(rng.normal(size=(n_a, dim)) + 0.3, 0)  # ReLU-like, as Inception's
+    b = np.maximum(rng.normal(size=(n_b, dim)) @ rng.normal(size=(dim, dim)) / 8, 0)
+    with warnings.catch_warnings():  # clean-fid passes sqrtm's deprecated disp argument
+        warnings.simplefilter("ignore", DeprecationWarning)
+        full = cleanfid_frechet()(*gaussian(a), *gaussian(b))
+    reduced_a, reduced_b = common_span(a, b)
+    assert reduced_a.shape == (n_a, n_a + n_b + 1) and reduced_b.shape == (n_b, n_a + n_b + 1)
+    assert frechet_distance(a, b) == pytest.approx(full, rel=1e-6)
 
 
 def test_the_function_is_clean_fids_own_and_torchvision_stays_out() -> None:

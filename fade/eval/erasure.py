@@ -151,6 +151,8 @@ class GroupResult:
     concepts: list[str]  # the concept each prompt asks for (empty for neutral prompts)
     images: torch.Tensor
     found: list[set[str]]
+    #: Per-image alignment with its prompt (CLIP score), when an alignment scorer is given.
+    alignment: list[float] | None = None
 
 
 @dataclass
@@ -162,7 +164,8 @@ class StateMeasurement:
     fd: float | None = None
 
 
-def _images(backbone: Backbone, prompts: list[str], eval_cfg, seed: int) -> torch.Tensor:
+def images_for(backbone: Backbone, prompts: list[str], eval_cfg, seed: int) -> torch.Tensor:
+    """Images of `prompts` with the evaluation's sampling settings; image i uses seed + i."""
     return generate(
         backbone,
         prompts,
@@ -183,11 +186,14 @@ def measure(
     reference: np.ndarray | None = None,
     seed: int = 0,
     label: str = "",
+    alignment: Callable[[torch.Tensor, list[str]], list[float]] | None = None,
 ) -> StateMeasurement:
     """Generate every group's images for one model state and run the detector once per group;
     with `features` and `reference`, also the Fréchet distance of the neutral images' features
-    to the reference's (clean-fid's code). Image i of a group uses noise seed `seed + i` in
-    every state. `label` names the model state on the progress bar ("before", "after")."""
+    to the reference's (clean-fid's code); with `alignment` (images, prompts) -> per-image
+    scores, each image's alignment with its prompt (CLIP score). Image i of a group uses noise
+    seed `seed + i` in every state. `label` names the model state on the progress bar
+    ("before", "after")."""
     confidence = eval_cfg.confidence
     named = [(name, getattr(sets, name)) for name in GROUPS if name != "neutral"]
     named.append(("neutral", PromptGroup(list(sets.neutral), [])))
@@ -201,10 +207,11 @@ def measure(
     for name, group in named:
         if not group.prompts:
             continue
-        images = _images(backbone, group.prompts, eval_cfg, seed)
+        images = images_for(backbone, group.prompts, eval_cfg, seed)
         bar.update(len(images))
         found = detector.found_concepts(images, confidence)  # once; every rate reads it
-        out.groups[name] = GroupResult(group.prompts, group.concepts, images, found)
+        scores = alignment(images, group.prompts) if alignment is not None else None
+        out.groups[name] = GroupResult(group.prompts, group.concepts, images, found, scores)
     bar.close()
     if features is not None and reference is not None and "neutral" in out.groups:
         out.fd = frechet_distance(features(out.groups["neutral"].images), reference)

