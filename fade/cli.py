@@ -33,7 +33,11 @@ COMMON_SHORTCUTS = (
     Shortcut("--concepts", "concepts.names", "concepts to erase, comma-separated"),
     Shortcut("--concept-set", "concepts.concept_set", "a catalog set name or a catalog file"),
     Shortcut("--catalog", "concepts.catalog", "catalog that concept names are looked up in"),
-    Shortcut("--surrogate", "concepts.surrogate", "concept the erased one should turn into"),
+    Shortcut(
+        "--surrogate",
+        "concepts.surrogate",
+        "concept the erased one should turn into (erase.recipe=auto then redirects)",
+    ),
     Shortcut("--out", "output.dir", "run directory to write"),
     Shortcut("--overwrite", "output.overwrite", "replace an existing run directory", True),
     Shortcut("--seed", "seed", "random seed"),

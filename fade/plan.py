@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fade.catalog import Catalog, list_catalogs, load_catalog
 from fade.concepts import ConceptError, ConceptSpec, PromptSets, build_prompt_sets, with_anchor
 from fade.concepts import with_surrogate as replace_surrogate
-from fade.config import FadeConfig, config_hash
+from fade.config import FadeConfig, config_hash, config_to_dict
 from fade.recipes import resolve_config
 
 # The concept erased when none is named and the model is the embedded toy world.
@@ -27,6 +27,23 @@ class RunPlan:
     catalog: Catalog
     concepts: list[ConceptSpec]
     prompts: PromptSets
+
+    def manifest_head(self) -> dict:
+        """What every run directory's manifest.json starts with: the model, the concepts, the
+        full (resolved) config and its hash, the seed."""
+        cfg = self.config
+        return {
+            "model": {
+                "path": cfg.model.path,
+                "revision": cfg.model.revision,
+                "family": cfg.model.family,
+            },
+            "concepts": [spec.to_dict() for spec in self.concepts],
+            "catalog": self.catalog.name,
+            "config": config_to_dict(cfg),
+            "config_hash": config_hash(cfg),
+            "seed": cfg.seed,
+        }
 
     def summary(self, examples: int = 2) -> str:
         """A short human-readable description (what `jobs/erase.py --dry-run` prints)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fade.adapters import adapter_modules, adapter_size_bytes
-from fade.config import FadeConfig, config_hash, config_to_dict
+from fade.config import FadeConfig
 from fade.distributed.trainer import run_erasure
 from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
 from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
@@ -43,16 +43,7 @@ def erase(cfg: FadeConfig) -> RunResult:
         evaluation = evaluate_adapter(cfg, plan, adapter_dir) if cfg.eval.enabled else None
         training = json.loads((outcome.checkpoint_dir / TRAINING_LOG).read_text())
         manifest = {
-            "model": {
-                "path": cfg.model.path,
-                "revision": cfg.model.revision,
-                "family": cfg.model.family,
-            },
-            "concepts": [spec.to_dict() for spec in plan.concepts],
-            "catalog": plan.catalog.name,
-            "config": config_to_dict(cfg),
-            "config_hash": config_hash(cfg),
-            "seed": cfg.seed,
+            **plan.manifest_head(),
             "saliency": json.loads((outcome.checkpoint_dir / SELECTION_FILE).read_text()),
             "adapter": {
                 "modules": adapter_modules(adapter_dir),

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fade.config import FadeConfig, apply_overrides, config_from_dict, config_hash, config_to_dict
+from fade.config import FadeConfig, apply_overrides, config_from_dict, config_hash
 from fade.errors import ConfigError, FadeError
 from fade.plan import make_plan
 from fade.rundir import ADAPTER, MANIFEST, RunWriter, package_versions
@@ -112,8 +112,8 @@ def evaluate_new(cfg: FadeConfig, adapter_dir: Path, progress: bool = True) -> E
     if cfg.model.path == "toy" and cfg.concepts.names is None and not cfg.concepts.concept_set:
         raise ConfigError("name the adapter's concepts: --concepts NAME[,NAME...]")
     adapter = check_adapter_dir(adapter_dir)
-    cfg = apply_overrides(cfg, ["eval.enabled=true"])
-    plan = make_plan(cfg)
+    plan = make_plan(apply_overrides(cfg, ["eval.enabled=true"]))
+    cfg = plan.config  # recipe settings filled in, as a run directory records them
     from fade.adapters import adapter_modules, adapter_size_bytes
     from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
     from fade.eval.results import facts_from_manifest, write_results
@@ -124,16 +124,7 @@ def evaluate_new(cfg: FadeConfig, adapter_dir: Path, progress: bool = True) -> E
         copied = writer.add_tree(ADAPTER, adapter)
         evaluation = evaluate_adapter(cfg, plan, copied, progress)
         manifest = {
-            "model": {
-                "path": cfg.model.path,
-                "revision": cfg.model.revision,
-                "family": cfg.model.family,
-            },
-            "concepts": [spec.to_dict() for spec in plan.concepts],
-            "catalog": plan.catalog.name,
-            "config": config_to_dict(cfg),
-            "config_hash": config_hash(cfg),
-            "seed": cfg.seed,
+            **plan.manifest_head(),
             "adapter": {
                 "source": str(Path(adapter_dir).resolve()),
                 "modules": adapter_modules(copied),
