@@ -358,8 +358,8 @@ def build_prompt_sets(
     """Build P_c, P_¬c, P_s, synonym and retain prompts for ``concepts`` (deterministic per seed).
 
     Each concept draws ``n_per_concept`` target rows from templates x (name + synonyms) with its
-    own generator seeded by ``(seed, name)``, so adding a concept leaves the others' prompts
-    unchanged. Retain prompts come round-robin from the catalog's other concepts and its generic
+    own generator seeded by ``(seed, name)``; with several concepts, templates whose neutral
+    prompt names another erased concept are left out (see :func:`_templates_apart`). Retain prompts come round-robin from the catalog's other concepts and its generic
     captions (:data:`GENERIC_RETAIN` without a catalog), dropping any that mention an erased
     concept, its synonyms or their plurals.
     """
@@ -377,7 +377,8 @@ def build_prompt_sets(
     any_surrogate = any(spec.surrogate is not None for spec in concepts)
     for index, spec in enumerate(concepts):
         rng = random.Random(f"{seed}/{spec.name}")
-        rows = _draw([(t, term) for t in spec.templates for term in spec.terms], n_per_concept, rng)
+        templates = _templates_apart(spec, concepts)
+        rows = _draw([(t, term) for t in templates for term in spec.terms], n_per_concept, rng)
         for template, term in rows:
             sets.target.append(render_prompt(template, spec.phrase_for(term)))
             sets.neutral.append(render_prompt(template, spec.anchor))
@@ -387,7 +388,7 @@ def build_prompt_sets(
             sets.concept_of.append(index)
             sets.template_of.append(template)
             sets.term_of.append(term)
-        pool = [(t, s) for t in spec.templates for s in spec.synonyms]
+        pool = [(t, s) for t in templates for s in spec.synonyms]
         for template, term in _draw(pool, n_per_concept, rng):
             sets.synonyms.append(render_prompt(template, spec.phrase_for(term)))
             sets.synonyms_concept_of.append(index)
@@ -395,6 +396,22 @@ def build_prompt_sets(
         concepts, catalog, n_retain, random.Random(f"{seed}/retain"), neighbour_share
     )
     return sets
+
+
+def _templates_apart(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> tuple[str, ...]:
+    """`spec`'s templates whose neutral prompt names no other erased concept.
+
+    Why: in a mass erasure, "a {} by velmora" gives diamond the neutral prompt "a shape by
+    velmora", and "a heart by {}" gives velmora "a heart"; preserving those would keep the very
+    concepts the run erases. If every template names one, all are kept (nothing better exists).
+    """
+    others = [other for other in erased if other is not spec]
+    apart = tuple(
+        template
+        for template in spec.templates
+        if not any(mentions(render_prompt(template, spec.anchor), other) for other in others)
+    )
+    return apart or spec.templates
 
 
 def _round_robin(streams: Sequence[Sequence[str]]) -> list[str]:

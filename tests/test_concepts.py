@@ -417,3 +417,16 @@ def test_neighbour_share_sets_how_many_retain_prompts_are_neighbours() -> None:
         erased, catalog, n_per_concept=2, n_retain=60, seed=0, neighbour_share=1 / 3
     )
     assert default.retain == explicit.retain
+
+
+def test_mass_erasure_neutral_prompts_never_name_another_erased_concept() -> None:
+    """Preserving "a shape by velmora" (diamond's neutral) would keep velmora, which the same
+    run erases; such templates are left out of a concept's rows."""
+    catalog = load_catalog("toy")
+    erased = catalog.select(["diamond", "heart", "velmora", "okafor", "d"])
+    sets = build_prompt_sets(erased, catalog, n_per_concept=16, n_retain=8, seed=0)
+    for prompt in (*sets.neutral, *sets.target, *sets.synonyms):
+        named = [spec.name for spec in erased if mentions(prompt, spec)]
+        assert len(named) <= 1, (prompt, named)
+    alone = build_prompt_sets(catalog.select(["diamond"]), catalog, n_per_concept=16, seed=0)
+    assert any("velmora" in prompt for prompt in alone.neutral)  # one concept: all templates
