@@ -359,9 +359,10 @@ def build_prompt_sets(
 
     Each concept draws ``n_per_concept`` target rows from templates x (name + synonyms) with its
     own generator seeded by ``(seed, name)``; with several concepts, templates whose neutral
-    prompt names another erased concept are left out (see :func:`_templates_apart`). Retain prompts come round-robin from the catalog's other concepts and its generic
-    captions (:data:`GENERIC_RETAIN` without a catalog), dropping any that mention an erased
-    concept, its synonyms or their plurals.
+    prompt names another erased concept are left out (see :func:`_templates_apart`). Retain
+    prompts interleave the catalog's generic captions (:data:`GENERIC_RETAIN` without a
+    catalog), same-category neighbours (`neighbour_share` of them) and other concepts, dropping
+    any that mention an erased concept, its synonyms or their plurals.
     """
     if not concepts:
         raise ConceptError("no concepts to erase: give at least one concept")

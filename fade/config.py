@@ -73,7 +73,7 @@ class ConceptsConfig:
     retain_prompts: int = _f(64, range=(0, None))
     #: Share of the retain prompts taken from the erased concepts' same-category neighbours
     #: (the concepts an erasure spills onto first); the rest alternate between generic captions
-    #: and other categories. null: the recipe's (fade/recipes.py): 1/3 remove, 0.6 redirect.
+    #: and other categories. null: the recipe's (fade/recipes.py): 0.6 redirect, else 1/3.
     neighbour_share: float | None = _f(None, range=(0, 1))
 
 
@@ -81,32 +81,34 @@ class ConceptsConfig:
 class EraseConfig:
     """The FADE objective and its optimisation (DESIGN.md section 2)."""
 
-    #: "remove" (no surrogate), "redirect" (to a surrogate) or "auto" (redirect exactly when a
-    #: concept has a surrogate): fills every setting below that is null (fade/recipes.py).
-    recipe: str = _f("auto", choices=("auto", "remove", "redirect"))
+    #: "remove" (one concept), "mass" (several), "redirect" (to a surrogate) or "auto"
+    #: (redirect with a surrogate, else mass for several concepts, else remove): fills every
+    #: setting below that is null (fade/recipes.py).
+    recipe: str = _f("auto", choices=("auto", "remove", "mass", "redirect"))
     #: Weight of the adversarial removal loss; 0 is the "w/o adversary" ablation.
-    #: null: the recipe's (0.1 remove, 0 redirect).
+    #: null: the recipe's (0.1 remove, 0 mass and redirect).
     w_rem: float | None = _f(None, range=(0, None))
     #: λ, weight of trajectory preservation; 0 is the "w/o preservation" ablation.
     lam: float = _f(20.0, range=(0, None))
     #: Weight of self-distillation to the surrogate (or anchor) prompt.
     w_dist: float = _f(1.0, range=(0, None))
     #: η: L_dist's target is f(y_s) − η·(f(y_c) − f(y_s)), pushed away from the concept as
-    #: in ESD; 0 is the plain self-distillation target f(y_s). null: the recipe's (4 remove,
-    #: 2 redirect).
+    #: in ESD; 0 is the plain self-distillation target f(y_s). null: the recipe's (4 remove and
+    #: mass, 2 redirect).
     negative_guidance: float | None = _f(None, range=(0, None))
     #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].
     t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: L_pres also holds retain prompts at the concept prompts' own training states, the states
     #: the adapter is changed on: only the concept's prompts may behave differently there.
-    #: null: the recipe's (off remove, on redirect).
+    #: null: the recipe's (on for redirect only).
     paired_preservation: bool | None = None
     #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
-    sparsity: float = _f(0.5, range=(0, 1), low_open=True)
+    #: null: the recipe's (0.5 remove and redirect, 1.0 mass).
+    sparsity: float | None = _f(None, range=(0, 1), low_open=True)
     #: Which projections saliency ranks: "blocks" (attention and feed-forward inside the
     #: denoiser's blocks: removes what the concept draws), "conditioning" (where the prompt
     #: enters: redirects the concept's prompts to a surrogate and leaves other prompts alone),
-    #: "all"; null: the recipe's (blocks remove, conditioning redirect).
+    #: "all"; null: the recipe's (blocks remove, all mass, conditioning redirect).
     candidates: str | None = _f(None, choices=("blocks", "conditioning", "all"))
     #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
     saliency_batches: int = _f(4, range=(1, None))
@@ -114,7 +116,7 @@ class EraseConfig:
     #: LoRA alpha; None means alpha = rank (scale 1), which is also what gets saved.
     lora_alpha: float | None = _f(None, range=(0, None), low_open=True)
     #: Training steps (fewer if D reaches chance first); null: the recipe's (60 remove,
-    #: 400 redirect).
+    #: 400 mass and redirect).
     steps: int | None = _f(None, range=(1, None))
     lr: float = _f(3e-3, range=(0, None), low_open=True)
     #: Prompts per step on each worker (the step's batch is this times num_workers).

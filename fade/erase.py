@@ -70,7 +70,7 @@ class Eraser:
     ):
         self.backbone, self.prompts, self.size = backbone, prompts, size
         # Settings left null come from the recipe (remove, or redirect to a surrogate).
-        self.config = resolve_erase(config, prompts.has_surrogate)
+        self.config = resolve_erase(config, prompts.has_surrogate, len(prompts.concepts))
         self.seed = seed
         self.all_reduce_mean = all_reduce_mean if world_size > 1 else None
         # Same split on every worker; each then trains on its own shard of the training rows.

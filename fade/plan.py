@@ -136,7 +136,8 @@ def make_plan(cfg: FadeConfig) -> RunPlan:
     catalog, specs = resolve_concepts(cfg)
     if cfg.model.path == "toy":
         check_toy_vocabulary(specs)
-    cfg = resolve_config(cfg, has_surrogate=any(spec.surrogate for spec in specs))
+    has_surrogate = any(spec.surrogate for spec in specs)
+    cfg = resolve_config(cfg, has_surrogate, concepts=len(specs))
     prompts = build_prompt_sets(
         specs,
         catalog,
