@@ -144,3 +144,12 @@ def test_unset_settings_come_from_the_recipe() -> None:
         backbone, redirected, EraseConfig(recipe="remove"), size=(TINY_SIZE, TINY_SIZE)
     )
     assert eraser.config.candidates == "blocks" and eraser.config.w_rem == 0.1
+    several = build_prompt_sets(
+        [SPEC, dataclasses.replace(SPEC, name="square", synonyms=())], None, n_per_concept=4
+    )
+    eraser = Eraser(backbone, several, EraseConfig(), size=(TINY_SIZE, TINY_SIZE))
+    assert (eraser.config.recipe, eraser.config.candidates, eraser.config.sparsity) == (
+        "mass",
+        "all",
+        1.0,
+    )
