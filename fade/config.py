@@ -100,7 +100,7 @@ class EraseConfig:
     t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: L_pres also holds retain prompts at the concept prompts' own training states, the states
     #: the adapter is changed on: only the concept's prompts may behave differently there.
-    #: null: the recipe's (on for redirect only).
+    #: null: the recipe's (on for remove and redirect, off for mass).
     paired_preservation: bool | None = None
     #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
     #: null: the recipe's (0.5 remove and redirect, 1.0 mass).
@@ -162,11 +162,13 @@ class EvalConfig:
     #: directory then has no metrics.json, metrics.parquet or report.html; `jobs/evaluate.py
     #: DIR` adds them later).
     enabled: bool = True
-    #: Images per prompt set are 8 × this: one concept's target and synonym sets, and the
-    #: retained set shared by the neighbours; K concepts share it (at least 16 each).
+    #: Images per prompt set are 8 × this: one concept's target and synonym sets; K concepts
+    #: share it (at least 16 each).
     samples_per_prompt: int = _f(4, range=(1, None))
     #: Target and synonym images per erased concept, overriding the share above (null: share).
     images_per_concept: int | None = _f(None, range=(1, None))
+    #: Images per retained neighbour: 32 resolves a 3-point change; 8 moved 12.5 per image.
+    images_per_neighbour: int = _f(32, range=(1, None))
     num_inference_steps: int = _f(20, range=(1, None))
     guidance_scale: float = _f(3.5, range=(0, None))
     height: int = _f(32, range=(8, None), multiple_of=8)
@@ -210,6 +212,41 @@ class OutputConfig:
 
 
 @dataclass
+class ServeConfig:
+    """The HTTP service (`jobs/serve.py`, fade/serve/): what it serves and the limits it keeps."""
+
+    host: str = _f("127.0.0.1", nonempty=True)
+    port: int = _f(8000, range=(1, 65535))
+    #: Run directories to serve adapters from: each entry is a run directory or a folder of
+    #: them; an adapter's id is its run directory's name. Clients name ids, never paths.
+    registry: list[str] = field(default_factory=lambda: ["runs"])
+    #: Adapter ids fused into the base weights of every replica: no request can switch them
+    #: off (for example a mass-erasure adapter of everything the model may not show).
+    policy: list[str] = field(default_factory=list)
+    #: Bearer token a request must carry (401 without, 403 wrong); null: the FADE_SERVE_TOKEN
+    #: environment variable, and no auth when that is unset too.
+    token: str | None = None
+    max_prompt_chars: int = _f(300, range=(1, None))
+    default_steps: int = _f(20, range=(1, None))
+    max_steps: int = _f(50, range=(1, None))
+    #: Image side in pixels; null: the model's default (32 on the toy world).
+    default_size: int | None = _f(None, range=(8, None))
+    max_size: int = _f(1024, range=(8, None))
+    max_count: int = _f(4, range=(1, None))
+    guidance_scale: float = _f(3.5, range=(0, None))
+    #: A request still unanswered after this is answered 504, and the client's wait ends.
+    request_timeout_s: float = _f(60.0, range=(0, None), low_open=True)
+    replicas: int = _f(1, range=(1, None))
+    #: CPUs a model replica reserves (and the torch threads it uses).
+    replica_cpus: float = _f(1.0, range=(0, None), low_open=True)
+    #: Requests for the same adapter arriving together run as one batch (serve.batch).
+    max_batch_size: int = _f(8, range=(1, None))
+    batch_wait_s: float = _f(0.05, range=(0, None))
+    #: Adapters a replica keeps loaded (serve.multiplexed evicts the least recently used).
+    adapters_per_replica: int = _f(4, range=(1, None))
+
+
+@dataclass
 class FadeConfig:
     """Every setting of a FADE run."""
 
@@ -219,6 +256,7 @@ class FadeConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     seed: int = _f(0, range=(0, None))
 
 

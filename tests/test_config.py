@@ -85,7 +85,16 @@ def test_config_to_dict_is_plain_and_json_serialisable() -> None:
     import json
 
     data = config_to_dict(FadeConfig())
-    assert set(data) == {"model", "concepts", "erase", "distributed", "eval", "output", "seed"}
+    assert set(data) == {
+        "model",
+        "concepts",
+        "erase",
+        "distributed",
+        "eval",
+        "output",
+        "serve",
+        "seed",
+    }
     assert json.loads(json.dumps(data)) == data
 
 

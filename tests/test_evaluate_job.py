@@ -160,16 +160,9 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
     """eval.detector=imagenet on a (tiny) Stable Diffusion folder: Acc, H_o and H_c from the
     detector; with FID switched off and no CLIP model, fidelity, alignment, H and H_a are named
     not measured with the reason (the test below measures them)."""
-    from fade.backbones import wrap_pipeline
     from fade.eval.rundirs import evaluate_new
 
-    pipeline = tiny_sd_pipeline()  # its own copy: attaching LoRA changes the model
-    model = tmp_path / "tiny-sd"
-    pipeline.save_pretrained(model)
-    backbone = wrap_pipeline(pipeline, model_id="tiny-sd")
-    adapter = tmp_path / "adapter"
-    attach_lora(backbone, candidate_modules(backbone.denoiser, "sd")[:2], rank=2)
-    save_adapter(backbone, adapter)
+    model, adapter = _tiny_sd_with_adapter(tmp_path)
     cfg = load_config(
         overrides=[
             *QUICK,
@@ -193,7 +186,8 @@ def test_a_real_detector_on_a_real_model_measures_acc_and_says_what_it_cannot(
 
 
 def _tiny_sd_with_adapter(tmp_path: Path) -> tuple[Path, Path]:
-    """A tiny Stable Diffusion folder and a LoRA of it (random weights, as above)."""
+    """A tiny Stable Diffusion folder and a LoRA of it (random weights; its own pipeline copy,
+    since attaching LoRA changes the model)."""
     from fade.backbones import wrap_pipeline
 
     pipeline = tiny_sd_pipeline()

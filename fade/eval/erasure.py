@@ -64,13 +64,16 @@ def build_eval_sets(
     retained_concepts: int = 4,
     neutral_count: int = 128,
     per_concept: int | None = None,
+    per_neighbour: int = 32,
 ) -> EvalSets:
     """Target, synonym and neutral prompts from the plan; retained = same-category neighbours.
 
     One concept gets `per_set` target and synonym prompts; K concepts get per_set / K each
     (at least 16), so a mass erasure measures every concept; `per_concept` fixes that number
     instead (`eval.images_per_concept`). Retained concepts are up to
-    `retained_concepts` non-erased neighbours from each category that is erased from. The
+    `retained_concepts` non-erased neighbours from each category that is erased from,
+    `per_neighbour` images each: a neighbour's Acc must resolve a 5-point change, and with 8
+    images one image moved it 12.5 points (a 31-point loss on the toy world showed as 0). The
     neutral prompts are cycled up to `neutral_count` images (each with its own seed), the sample
     the Fréchet distance needs.
     """
@@ -91,7 +94,7 @@ def build_eval_sets(
     ]
     retained = PromptGroup([], [])
     for spec in neighbours:
-        for i in range(max(4, per_set // max(1, len(neighbours)))):
+        for i in range(per_neighbour):
             template = spec.templates[i % len(spec.templates)]
             retained.prompts.append(template.replace("{}", spec.phrase))
             retained.concepts.append(spec.name)

@@ -135,6 +135,7 @@ def eval_sets(cfg: FadeConfig, plan: RunPlan) -> EvalSets:
         per_set=8 * cfg.eval.samples_per_prompt,
         neutral_count=cfg.eval.fd_samples,
         per_concept=cfg.eval.images_per_concept,
+        per_neighbour=cfg.eval.images_per_neighbour,
     )
 
 
