@@ -3,6 +3,7 @@
     python jobs/benchmark.py toy-generate      # FluxPipeline on the toy model: 64 images
     python jobs/benchmark.py ablation          # full FADE vs w/o adversary, λ = 0, w/o saliency
     python jobs/benchmark.py evaluate          # before/after evaluation, 4 toy concepts x 32
+    python jobs/benchmark.py serve             # HTTP load vs the pipeline called directly
 
 Each subcommand prints what it measured and how.
 """
@@ -150,6 +151,139 @@ def evaluate(args: argparse.Namespace) -> None:
     )
 
 
+BENCH_PROMPTS = ["a red circle", "the letter k", "a star by velmora", "a blue striped heart"]
+
+
+def _bench_registry(root: Path, count: int) -> list[str]:
+    """`count` run directories holding random adapters of a default erasure's size (the
+    speed of serving does not depend on what an adapter erases)."""
+    import json
+
+    ids = []
+    for index in range(count):
+        run = root / f"bench-{index}"
+        random_adapter(run / "adapter", seed=index)
+        manifest = {"model": {"path": "toy"}, "concepts": [{"name": f"random-{index}"}]}
+        (run / "manifest.json").write_text(json.dumps(manifest))
+        ids.append(run.name)
+    return ids
+
+
+def _direct(ids: list[str], registry: Path, requests: int, batch: int, steps: int) -> float:
+    """Requests/s of FluxPipeline called in this process, `batch` prompts a call, one adapter."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from fade.backbones.loading import resolve_model_path
+    from fade.toyworld.spec import MAX_TOKENS
+
+    pipe = FluxPipeline.from_pretrained(resolve_model_path("toy"), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(registry / ids[0] / "adapter"), adapter_name=ids[0])
+
+    def call(count: int, seed: int) -> None:
+        prompts = [BENCH_PROMPTS[(seed + i) % 4] for i in range(count)]
+        pipe(
+            prompts,
+            negative_prompt=[""] * count,
+            true_cfg_scale=3.5,
+            height=32,
+            width=32,
+            max_sequence_length=MAX_TOKENS,
+            num_inference_steps=steps,
+            generator=[torch.Generator().manual_seed(seed + i) for i in range(count)],
+        )
+
+    call(batch, 0)  # warm-up
+    started = time.perf_counter()
+    for seed in range(0, requests, batch):
+        call(min(batch, requests - seed), seed)
+    return requests / (time.perf_counter() - started)
+
+
+def serve_bench(args: argparse.Namespace) -> None:
+    import signal
+    import socket
+    import tempfile
+
+    import ray
+    from ray import serve
+
+    from fade.config import load_config
+    from fade.serve.loadtest import run_load
+    from fade.serve.runner import start, stop
+
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="fade-serve-bench-") as tmp:
+        registry = Path(tmp)
+        ids = _bench_registry(registry, 3)
+        n, steps = args.requests, args.steps
+        direct_batched = _direct(ids, registry, n, args.concurrency, steps)
+        direct_single = _direct(ids, registry, max(args.concurrency, n // 4), 1, steps)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            cfg = load_config(
+                overrides=[
+                    f"serve.registry=[{registry}]",
+                    f"serve.port={port}",
+                    f"serve.replica_cpus={cpus}",
+                    f"serve.max_batch_size={args.concurrency}",
+                    f"serve.default_steps={steps}",
+                ]
+            )
+            url = start(cfg)
+
+            def bodies(adapters: list[str]) -> list[dict]:
+                return [
+                    {
+                        "prompt": BENCH_PROMPTS[i % 4],
+                        "adapter": adapters[i % len(adapters)],
+                        "seed": i,
+                    }
+                    for i in range(n)
+                ]
+
+            run_load(url, bodies(ids)[: 4 * args.concurrency], args.concurrency)  # warm-up
+            single = run_load(url, bodies(ids[:1]), args.concurrency)
+            switching = run_load(url, bodies(ids), args.concurrency)
+            handle = serve.get_deployment_handle("ImageGenerator", app_name="fade")
+            victim = handle.describe.remote().result(timeout_s=60)["pid"]
+            kill_at = n // 3
+
+            def kill(index: int) -> None:
+                if index == kill_at:
+                    os.kill(victim, signal.SIGKILL)
+
+            faulted = run_load(url, bodies(ids[:1]), args.concurrency, after_request=kill)
+            replacement = handle.describe.remote().result(timeout_s=120)["pid"]
+            stop()
+        finally:
+            ray.shutdown()
+    print(
+        f"serve: toy model, 32x32, {steps} steps, {n} requests of 1 image at concurrency "
+        f"{args.concurrency}; 1 replica with {cpus} CPUs, batches up to {args.concurrency}; "
+        f"{cpus} CPUs in all (client, proxy, gateway and replica share them)"
+    )
+    print(f"  one adapter:         {single.summary()}")
+    print(f"  3 adapters in turn:  {switching.summary()}")
+    print(
+        f"  replica killed after request {kill_at}: {faulted.summary()}; "
+        f"replica pid {victim} -> {replacement}"
+    )
+    print(
+        f"  FluxPipeline in one process, same adapter: {direct_batched:.2f} requests/s in "
+        f"batches of {args.concurrency}, {direct_single:.2f} requests/s one at a time"
+    )
+    print(
+        f"  ratios: served / direct batched {single.throughput / direct_batched:.2f}, "
+        f"served / direct one at a time {single.throughput / direct_single:.2f}, "
+        f"3 adapters / 1 adapter {switching.throughput / single.throughput:.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobs/benchmark.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     timed.add_argument("overrides", nargs="*", metavar="key=value")
     timed.set_defaults(run=evaluate)
+    served = sub.add_parser(
+        "serve",
+        help="HTTP load on the Serve app (1 and 3 adapters, a replica killed) vs FluxPipeline "
+        "called directly",
+    )
+    served.add_argument("--requests", type=int, default=300)
+    served.add_argument("--concurrency", type=int, default=8)
+    served.add_argument("--steps", type=int, default=20)
+    served.set_defaults(run=serve_bench)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -20,6 +20,20 @@ def _deterministic() -> None:
 
 
 @pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs one (erasure jobs, Serve): start-ups are slow.
+    3 CPUs: two training workers and a driver, or a model replica per served application."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def flux_pipeline():
     pipeline = tiny_flux_pipeline()
     pipeline.set_progress_bar_config(disable=True)

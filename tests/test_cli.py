@@ -106,3 +106,45 @@ def test_an_output_directory_holding_another_run_is_refused_and_left_alone(tmp_p
     )
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left behind
     assert [p.name for p in out.iterdir()] == ["manifest.json"]
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "serve.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_serve_help_names_its_flags() -> None:
+    result = run_serve("--help")
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--registry", "--policy", "/v1/images", "key=value"):
+        assert flag in result.stdout
+
+
+def test_serve_mistakes_are_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """Each is refused before Ray starts (seconds, not a failed deployment)."""
+    import json
+    import socket
+
+    run = tmp_path / "diamond"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (run / "manifest.json").write_text(json.dumps({"model": {"path": "toy"}, "concepts": []}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cases = [
+            (["serve.port=0"], "serve.port = 0 is out of range"),
+            (["--port", str(busy)], f"cannot listen on 127.0.0.1:{busy}"),
+            (["--registry", str(tmp_path), "--policy", "nope"], "serve.policy names nope"),
+            (["--model", str(tmp_path / "missing")], "cannot find model"),
+        ]
+        for args, message in cases:
+            result = run_serve(*args)
+            assert result.returncode == 2, (args, result.stderr)
+            assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

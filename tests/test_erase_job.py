@@ -36,18 +36,6 @@ SHORT = [
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def short_run(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "velmora"
     return erase(load_config(overrides=[*SHORT, f"output.dir={out}"]))

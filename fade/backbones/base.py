@@ -60,6 +60,8 @@ class Backbone(ABC):
     """
 
     family: ClassVar[str]
+    #: Prompt encodings kept before the cache starts over (a server sees unbounded prompts).
+    max_cached_prompts: int = 100_000
 
     def __init__(
         self, pipeline: DiffusionPipeline, model_id: str = "", revision: str | None = None
@@ -99,6 +101,10 @@ class Backbone(ABC):
         """Encode prompts (cached per prompt string); text encoders never get gradients."""
         missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
         if missing:
+            if len(self._prompt_cache) + len(missing) > self.max_cached_prompts:
+                self._prompt_cache = {
+                    p: self._prompt_cache[p] for p in prompts if p in self._prompt_cache
+                }
             fresh = self._encode_uncached(missing)
             for index, prompt in enumerate(missing):
                 self._prompt_cache[prompt] = fresh[index : index + 1]

@@ -8,6 +8,7 @@ resumes rather than starts over.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -25,8 +26,11 @@ class TrainOutcome:
     metrics: dict
 
 
-def _start_ray(cfg: FadeConfig) -> bool:
-    """Connect or start Ray; returns True when this call started it (and must stop it)."""
+def start_ray(cfg: FadeConfig, extra_cpus: float = 0) -> bool:
+    """Connect or start Ray; returns True when this call started it (and must stop it).
+
+    A local Ray gets enough CPUs for the erasure's workers plus `extra_cpus` (a server's
+    replicas), and at least this machine's count."""
     import ray
 
     if ray.is_initialized():
@@ -35,10 +39,10 @@ def _start_ray(cfg: FadeConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    needed = cfg.distributed.num_workers * cfg.distributed.cpus_per_worker + 1
+    needed = cfg.distributed.num_workers * cfg.distributed.cpus_per_worker + 1 + extra_cpus
     ray.init(
         address="local",
-        num_cpus=max(needed, os.cpu_count() or 1),
+        num_cpus=max(math.ceil(needed), os.cpu_count() or 1),
         include_dashboard=False,
         log_to_driver=True,
     )
@@ -55,7 +59,7 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
         raise FadeError(
             f"distributed.strategy={cfg.distributed.strategy} is not available yet: use ddp"
         )
-    started_here = _start_ray(cfg)
+    started_here = start_ray(cfg)
     try:
         trainer = TorchTrainer(
             erase_on_worker,
