@@ -28,8 +28,11 @@ class Shortcut:
     switch_value: str = "true"
 
 
+MODEL_SHORTCUT = Shortcut(
+    "--model", "model.path", "model: a hub id, a local diffusers folder, or 'toy'"
+)
 COMMON_SHORTCUTS = (
-    Shortcut("--model", "model.path", "model: a hub id, a local diffusers folder, or 'toy'"),
+    MODEL_SHORTCUT,
     Shortcut("--concepts", "concepts.names", "concepts to erase, comma-separated"),
     Shortcut("--concept-set", "concepts.concept_set", "a catalog set name or a catalog file"),
     Shortcut("--catalog", "concepts.catalog", "catalog that concept names are looked up in"),

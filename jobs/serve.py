@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fade.cli import Shortcut, build_parser, config_from_args
+from fade.cli import MODEL_SHORTCUT, Shortcut, build_parser, config_from_args
 from fade.errors import run_cli
 
 SHORTCUTS = (
-    Shortcut("--model", "model.path", "model: a hub id, a local diffusers folder, or 'toy'"),
+    MODEL_SHORTCUT,
     Shortcut("--host", "serve.host", "address to listen on"),
     Shortcut("--port", "serve.port", "port to listen on"),
     Shortcut(

@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 HUB_MODEL = "black-forest-labs/FLUX.1-dev"  # planning never loads it
 
 
-def run_job(*args: str) -> subprocess.CompletedProcess[str]:
+def run_job(*args: str, script: str = "erase.py") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "erase.py"), *args],
+        [sys.executable, str(REPO / "jobs" / script), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -109,13 +109,7 @@ def test_an_output_directory_holding_another_run_is_refused_and_left_alone(tmp_p
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "serve.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    return run_job(*args, script="serve.py")
 
 
 def test_serve_help_names_its_flags() -> None:
