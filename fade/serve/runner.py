@@ -94,13 +94,15 @@ def start(cfg: FadeConfig, name: str | None = None, route_prefix: str = "/") -> 
     return f"http://{cfg.serve.host}:{cfg.serve.port}{route_prefix.rstrip('/')}"
 
 
-def stop() -> None:
+def stop(shutdown_serve: bool = True) -> None:
+    """Delete the application; stop Serve too unless it runs on a cluster others share."""
     from ray import serve
 
     from fade.serve.app import APP_NAME
 
     serve.delete(APP_NAME)
-    serve.shutdown()
+    if shutdown_serve:
+        serve.shutdown()
 
 
 def serve_forever(cfg: FadeConfig) -> None:
@@ -128,7 +130,7 @@ def serve_forever(cfg: FadeConfig) -> None:
         while not stopping.wait(0.5):
             pass
         print("stopping...", flush=True)
-        stop()
+        stop(shutdown_serve=started_ray)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
