@@ -7,7 +7,6 @@ process started is stopped: Serve's application and proxy, then the local Ray.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import signal
 import socket
@@ -17,8 +16,6 @@ from pathlib import Path
 from fade.config import FadeConfig, OutputConfig
 from fade.errors import FadeError
 from fade.serve.registry import check_policy_ids, scan
-
-log = logging.getLogger(__name__)
 
 TOKEN_ENV = "FADE_SERVE_TOKEN"
 #: The adapter a no-argument toy server builds when its registry has none.
@@ -51,9 +48,6 @@ def ensure_toy_adapter(cfg: FadeConfig) -> Path | None:
     from fade.run import erase
 
     target = Path(cfg.serve.registry[0]) / TOY_ADAPTER_ID
-    log.warning(
-        "no adapter in %s: erasing the toy default concept into %s", cfg.serve.registry[0], target
-    )
     print(f"no adapter registered yet: building {target} (the toy default erasure, ~2 min)")
     erase(dataclasses.replace(cfg, output=OutputConfig(dir=str(target), overwrite=False)))
     return target
