@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 from fade.config import load_config
+from fade.serve.loadtest import run_load
 from fade.serve.runner import TOY_ADAPTER_ID, ensure_toy_adapter, start
 from tests import test_report
 
@@ -228,19 +228,12 @@ def test_a_bounded_load_completes_without_errors(server) -> None:
     """40 requests at concurrency 8, alternating two adapters (jobs/benchmark.py serve runs
     the full 300 and measures throughput)."""
     adapters = ["none", TOY_ADAPTER_ID]
-
-    def one(index: int) -> int:
-        body = {
-            "prompt": "a green square",
-            "adapter": adapters[index % 2],
-            "seed": index,
-            "steps": 8,
-        }
-        return _post(server["open"], body).status_code
-
-    with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(one, range(40)))
-    assert codes == [200] * 40
+    bodies = [
+        {"prompt": "a green square", "adapter": adapters[i % 2], "seed": i, "steps": 8}
+        for i in range(40)
+    ]
+    report = run_load(server["open"], bodies, concurrency=8, timeout_s=60)
+    assert report.codes == [200] * 40
 
 
 def _replica_pid(app: str) -> int:
@@ -255,27 +248,16 @@ def test_a_killed_replica_is_replaced_and_no_request_hangs(server) -> None:
     or refused, never hanging), Serve starts a new replica, and serving recovers."""
     url = server["open"]
     victim = _replica_pid("open")
-    outcomes: list[tuple[int, float]] = []
+    bodies = [{"prompt": "a red circle", "seed": i, "steps": 8} for i in range(40)]
 
-    def one(index: int) -> tuple[int, float]:
-        started = time.monotonic()
-        try:
-            code = _post(
-                url, {"prompt": "a red circle", "seed": index, "steps": 8}, timeout=TIMEOUT_S + 15
-            ).status_code
-        except requests.RequestException:
-            code = -1
-        return code, time.monotonic() - started
+    def kill_after_the_fifth(index: int) -> None:
+        if index == 4:
+            os.kill(victim, signal.SIGKILL)
 
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(one, i) for i in range(40)]
-        time.sleep(1.0)
-        os.kill(victim, signal.SIGKILL)
-        outcomes = [f.result() for f in futures]
-    failed = sum(code != 200 for code, _ in outcomes)
-    print(f"replica killed under load: {failed} of {len(outcomes)} requests failed")
-    assert all(code in (200, 503, 504) for code, _ in outcomes), outcomes
-    assert max(seconds for _, seconds in outcomes) <= TIMEOUT_S + 10, outcomes
+    report = run_load(url, bodies, 4, timeout_s=TIMEOUT_S + 15, after_request=kill_after_the_fifth)
+    print(f"replica killed under load: {report.errors} of {len(report.codes)} requests failed")
+    assert all(code in (200, 503, 504) for code in report.codes), report.codes
+    assert max(report.latencies) <= TIMEOUT_S + 10, report.latencies
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if _post(url, {"prompt": "a red circle", "steps": 4}).status_code == 200:

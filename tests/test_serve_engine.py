@@ -61,6 +61,19 @@ def test_a_mixed_batch_equals_each_request_alone(registry) -> None:
     assert np.abs(alone[0] - base).max() > 10  # the adapter does change the image
 
 
+def test_an_evicted_adapter_comes_back_the_same(registry) -> None:
+    """Serve evicts an adapter (release), a mixed batch runs without it, and a later request
+    for it loads it again: the cached stacked weights must follow."""
+    engine = ImageEngine(load_backbone("toy", local_files_only=True), registry, [])
+    first = _pixels(engine.generate([_request("a", 6)])[0])[0]
+    engine.generate([_request("a", 1), _request("b", 2)])
+    engine.release("a")
+    engine.generate([_request("b", 3), _request("none", 4)])
+    assert "a" not in engine._loaded
+    again = engine.generate([_request("a", 6), _request("b", 7)])
+    assert np.abs(_pixels(again[0])[0] - first).max() <= 1
+
+
 def test_the_policy_is_fused_and_leaves_no_lora_layer(registry) -> None:
     policed = ImageEngine(
         load_backbone("toy", local_files_only=True), registry, check_policy(["a"], registry)

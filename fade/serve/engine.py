@@ -76,6 +76,11 @@ class ImageEngine:
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
         self._released: set[str] = set()
+        # What the LoRA layers do now ("off", "mixed" or one adapter id; None: unknown), so a
+        # run of batches in one mode switches nothing; and the mixed path's stacked weights,
+        # built once per set of loaded adapters.
+        self._mode: str | None = None
+        self._stacked: tuple[tuple[str, ...], list] = ((), [])
         self._fuse_policy(policy)
 
     @property
@@ -114,26 +119,46 @@ class ImageEngine:
             return
         load_adapter(self.backbone, self.entries[adapter_id].weights_dir, adapter_name=adapter_id)
         self._loaded.add(adapter_id)
+        self._mode = None  # loading makes the new adapter the active one
+        self._stacked = ((), [])
 
     def _prepare(self, adapter_ids: set[str]) -> None:
-        """Drop evicted adapters, load the batch's, and switch LoRA on or off for it."""
+        """Drop evicted adapters, load the batch's, and set the LoRA layers for it."""
         pipeline = self.backbone.pipeline
         stale = (self._released - adapter_ids) & self._loaded
         if stale:
             pipeline.delete_adapters(sorted(stale))
             self._loaded -= stale
+            self._mode, self._stacked = None, ((), [])
         self._released.clear()
         for adapter_id in adapter_ids:
             self._load_locked(adapter_id)
         if not self._loaded:
             return
-        if adapter_ids == {NO_ADAPTER}:
+        mode = "off" if adapter_ids == {NO_ADAPTER} else "mixed"
+        if len(adapter_ids) == 1 and mode != "off":
+            mode = next(iter(adapter_ids))
+        if mode == self._mode:
+            return
+        if mode in ("off", "mixed"):  # mixed rows get their LoRA from _per_row_adapters
             pipeline.disable_lora()
-        elif len(adapter_ids) == 1:
-            pipeline.enable_lora()
-            pipeline.set_adapters(sorted(adapter_ids), adapter_weights=[1.0])
         else:
             pipeline.enable_lora()
+            pipeline.set_adapters([mode], adapter_weights=[1.0])
+        self._mode = mode
+
+    def _stacked_layers(self) -> tuple[tuple[str, ...], list]:
+        """(adapter order, [(layer, (A, B))]) for the loaded adapters (see _stacked_lora)."""
+        order = tuple(sorted(self._loaded))
+        if self._stacked[0] != order:
+            layers = []
+            for module in self.backbone.denoiser.modules():
+                if isinstance(module, LoraLayer) and hasattr(module, "in_features"):
+                    stacked = _stacked_lora(module, list(order))
+                    if stacked is not None:
+                        layers.append((module, stacked))
+            self._stacked = (order, layers)
+        return self._stacked
 
     @contextmanager
     def _per_row_adapters(self, rows: list[str]):
@@ -141,20 +166,15 @@ class ImageEngine:
 
         peft's own mixed batches (`adapter_names`) run every adapter's LoRA on its rows one
         after another; on a small model those extra operations cost more than the batch saves.
-        Here the LoRA layers are switched off and each one's output gets x @ A_row^T @ B_row^T
-        from its adapters stacked (zeros for "none" and for adapters without that module,
-        ranks padded): two batched products per layer however many adapters share the batch.
+        Here the LoRA layers are off (`_prepare`) and each one's output gets x @ A_row^T @
+        B_row^T from its adapters stacked (zeros for "none" and for adapters without that
+        module, ranks padded): two batched products per layer however many adapters share it.
         """
-        order = sorted(self._loaded)
+        order, layers = self._stacked_layers()
         index = torch.tensor([order.index(r) + 1 if r in order else 0 for r in rows])
-        pipeline = self.backbone.pipeline
-        pipeline.disable_lora()
-        hooks = []
-        for module in self.backbone.denoiser.modules():
-            if isinstance(module, LoraLayer) and hasattr(module, "in_features"):
-                stacked = _stacked_lora(module, order)
-                if stacked is not None:
-                    hooks.append(module.register_forward_hook(_add_rows(stacked, index)))
+        hooks = [
+            module.register_forward_hook(_add_rows(stacked, index)) for module, stacked in layers
+        ]
         try:
             yield
         finally:
