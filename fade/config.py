@@ -247,6 +247,38 @@ class ServeConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A Ray Tune sweep (`tune/sweep.py`, fade/tuning/): what it searches and how long."""
+
+    #: Search space YAML (dotted config keys -> distributions); null: tune/spaces/default.yaml
+    #: (λ, t0 and sparsity).
+    space: str | None = None
+    #: Trials to run (the first is the base config itself when include_default is set).
+    num_samples: int = _f(10, range=(1, None))
+    #: The score the search maximises: H (erasure and fidelity), H_o (adds synonyms and
+    #: retained concepts) or H_c (target and retained).
+    metric: str = _f("H", choices=("H", "H_o", "H_c"))
+    #: A trial whose retained concepts lose more Acc points than this cannot be best: H sees
+    #: alignment and FD but not the neighbours, and on the toy world the highest H took 12
+    #: points from them. null: no limit.
+    max_retained_drop: float | None = _f(5.0, range=(0, None))
+    #: Trial 1 runs the base config unchanged, so the sweep measures what it improves on.
+    include_default: bool = True
+    #: ASHA early stopping: every trial is first scored on a quick evaluation (a quarter of
+    #: the images); the lower half stops there and only the rest get the full evaluation.
+    early_stopping: bool = True
+    #: Sweep name; rerunning with the same name continues the sweep. null: "sweep-" + concepts.
+    name: str | None = None
+    #: Folder holding the sweep (Ray Tune's experiment) and its results; on a multi-node
+    #: cluster a path every node mounts.
+    dir: str = _f("runs/sweeps", nonempty=True)
+    #: Trials running at once; null: as many as the cluster's CPUs (and GPUs) hold.
+    max_concurrent: int | None = _f(None, range=(1, None))
+    #: Stop starting trials after this many seconds (running ones finish); null: no limit.
+    time_budget_s: float | None = _f(None, range=(0, None), low_open=True)
+
+
+@dataclass
 class FadeConfig:
     """Every setting of a FADE run."""
 
@@ -257,6 +289,7 @@ class FadeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    tune: SweepConfig = field(default_factory=SweepConfig)
     seed: int = _f(0, range=(0, None))
 
 
@@ -506,9 +539,14 @@ def save_config(cfg: FadeConfig, path: str | Path) -> Path:
     return path
 
 
-# Where a run is written or which cluster runs it does not change its result: two runs that differ
-# only in these share a hash, so results can be compared across folders and clusters.
-_LOCATION_KEYS = {"output": None, "distributed": ("address", "storage_path", "run_name")}
+# Where a run is written, which cluster runs it or which sweep launched it does not change its
+# result: two runs that differ only in these share a hash, so results can be compared across
+# folders, clusters and sweeps.
+_LOCATION_KEYS = {
+    "output": None,
+    "tune": None,
+    "distributed": ("address", "storage_path", "run_name"),
+}
 
 
 def config_hash(cfg: FadeConfig, length: int = 12) -> str:

@@ -93,6 +93,7 @@ def test_config_to_dict_is_plain_and_json_serialisable() -> None:
         "eval",
         "output",
         "serve",
+        "tune",
         "seed",
     }
     assert json.loads(json.dumps(data)) == data

@@ -140,9 +140,7 @@ def test_unset_settings_come_from_the_recipe() -> None:
     eraser = Eraser(backbone, redirected, EraseConfig(steps=7), size=(TINY_SIZE, TINY_SIZE))
     assert eraser.config.recipe == "redirect" and eraser.config.candidates == "conditioning"
     assert eraser.config.paired_preservation and eraser.config.steps == 7
-    eraser = Eraser(
-        backbone, redirected, EraseConfig(recipe="remove"), size=(TINY_SIZE, TINY_SIZE)
-    )
+    eraser = Eraser(backbone, redirected, EraseConfig(recipe="remove"), size=(TINY_SIZE, TINY_SIZE))
     assert eraser.config.candidates == "blocks" and eraser.config.w_rem == 0.1
     several = build_prompt_sets(
         [SPEC, dataclasses.replace(SPEC, name="square", synonyms=())], None, n_per_concept=4

@@ -21,12 +21,16 @@ Which detector measures what (`eval.detector`; fidelity and alignment networks:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
+from fade.backbones import Backbone
 from fade.config import FadeConfig
 from fade.errors import FadeError
 from fade.eval.erasure import (
@@ -46,7 +50,7 @@ from fade.eval.measuring import (
     resolve,
 )
 from fade.eval.report import ConceptGrid
-from fade.eval.summary import summarise
+from fade.eval.summary import Measures, summarise
 from fade.plan import RunPlan
 
 #: Detectors for real models (everything but the toy world's own).
@@ -179,12 +183,47 @@ def grids(
     return out
 
 
-def evaluate_adapter(
-    cfg: FadeConfig, plan: RunPlan, adapter_dir: Path, progress: bool = True
-) -> Evaluation:
-    """Measure the base model and the model with the adapter in `adapter_dir` on the same
-    prompts and seeds; returns metrics.json's content and the report's grids."""
-    from fade.adapters import ADAPTER_NAME, load_adapter
+@dataclass
+class Instruments:
+    """What measuring a model state needs, loaded once: the model, the detector, the Fréchet
+    features and reference, the alignment scorer, and the prompt groups."""
+
+    cfg: FadeConfig
+    sets: EvalSets
+    backbone: Backbone
+    detector: Any  # found_concepts(images, confidence) and embeddings(images)
+    measures: Measures
+    features: Callable[[torch.Tensor], np.ndarray] | None = None
+    reference: np.ndarray | None = None
+    alignment: Callable[[torch.Tensor, list[str]], list[float]] | None = None
+
+    def measure(self, label: str = "") -> StateMeasurement:
+        """The current model state (the adapter loaded or not) on every prompt group."""
+        e = self.cfg.eval
+        return measure(
+            self.backbone,
+            self.detector,
+            self.sets,
+            e,
+            self.features,
+            self.reference,
+            self.cfg.seed,
+            label,
+            self.alignment,
+        )
+
+    def load_adapter(self, adapter_dir: Path) -> None:
+        from fade.adapters import ADAPTER_NAME, load_adapter
+
+        load_adapter(self.backbone, Path(adapter_dir), ADAPTER_NAME)
+
+    def summarise(self, before: StateMeasurement, after: StateMeasurement) -> Evaluation:
+        metrics = summarise(before, after, self.sets, self.measures)
+        return Evaluation(metrics, grids(self.sets, before, after), self.sets)
+
+
+def instruments(cfg: FadeConfig, plan: RunPlan) -> Instruments:
+    """Check that the run can be measured, then load the measuring networks and the model."""
     from fade.backbones import load_backbone
     from fade.backbones.loading import pick_device
 
@@ -209,14 +248,29 @@ def evaluate_adapter(
             cfg, features, lambda: images_for(backbone, sets.neutral, cfg.eval, seed)
         )
     alignment = clip.score if clip is not None else None
-    states = {}
-    for state in ("before", "after"):
-        if state == "after":
-            load_adapter(backbone, Path(adapter_dir), ADAPTER_NAME)
-        label = state if progress else ""
-        states[state] = measure(
-            backbone, detector, sets, cfg.eval, features, reference, cfg.seed, label, alignment
-        )
     measures = measures_for(cfg, choices, about, count)
-    metrics = summarise(states["before"], states["after"], sets, measures)
-    return Evaluation(metrics, grids(sets, states["before"], states["after"]), sets)
+    return Instruments(cfg, sets, backbone, detector, measures, features, reference, alignment)
+
+
+def measure_base(cfg: FadeConfig, plan: RunPlan, progress: bool = True) -> StateMeasurement:
+    """The base model (no adapter) on the run's prompt groups: the "before" of every adapter
+    trained from the same plan and evaluation settings, so a sweep measures it once."""
+    return instruments(cfg, plan).measure("before" if progress else "")
+
+
+def evaluate_adapter(
+    cfg: FadeConfig,
+    plan: RunPlan,
+    adapter_dir: Path,
+    progress: bool = True,
+    before: StateMeasurement | None = None,
+) -> Evaluation:
+    """Measure the base model and the model with the adapter in `adapter_dir` on the same
+    prompts and seeds; returns metrics.json's content and the report's grids. `before`, from
+    `measure_base` with the same settings, skips measuring the base model again."""
+    tools = instruments(cfg, plan)
+    if before is None:
+        before = tools.measure("before" if progress else "")
+    tools.load_adapter(adapter_dir)
+    after = tools.measure("after" if progress else "")
+    return tools.summarise(before, after)
