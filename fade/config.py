@@ -148,10 +148,18 @@ class DistributedConfig:
     zero_stage: int = _f(2, choices=(1, 2, 3))
     #: Ray cluster address; None starts a local Ray, or attaches when run by `ray job submit`.
     address: str | None = None
-    #: Where Ray keeps checkpoints and results (shared storage on a multi-node cluster).
+    #: Where Ray Train keeps checkpoints: a local folder or a pyarrow filesystem URI (s3://,
+    #: gs://); on a multi-node cluster storage every node reaches. null: <output.dir's
+    #: parent>/.checkpoints, removed once the run directory is written.
     storage_path: str | None = None
-    #: Ray run name; rerunning with the same name and storage_path resumes.
+    #: Ray Train run name; a run started again with the same name and storage_path resumes
+    #: from its last checkpoint. null: the output directory's name.
     run_name: str | None = None
+    #: Steps between checkpoints (adapter, optimizers, discriminator); 0: only the final one.
+    checkpoint_every: int = _f(20, range=(0, None))
+    #: Worker failures a run survives: Ray Train replaces the workers and they continue from
+    #: the last checkpoint. 0 fails on the first.
+    max_failures: int = _f(3, range=(0, None))
 
 
 @dataclass
@@ -239,6 +247,8 @@ class ServeConfig:
     replicas: int = _f(1, range=(1, None))
     #: CPUs a model replica reserves (and the torch threads it uses).
     replica_cpus: float = _f(1.0, range=(0, None), low_open=True)
+    #: GPUs a model replica reserves (model.device=auto then runs it on CUDA); 0 on CPU.
+    replica_gpus: float = _f(0.0, range=(0, None))
     #: Requests for the same adapter arriving together run as one batch (serve.batch).
     max_batch_size: int = _f(8, range=(1, None))
     batch_wait_s: float = _f(0.05, range=(0, None))
@@ -539,13 +549,14 @@ def save_config(cfg: FadeConfig, path: str | Path) -> Path:
     return path
 
 
-# Where a run is written, which cluster runs it or which sweep launched it does not change its
-# result: two runs that differ only in these share a hash, so results can be compared across
-# folders, clusters and sweeps.
+# Where a run is written, which cluster runs it, how it survives failures, which sweep launched
+# it or how it is served does not change its result: two runs that differ only in these share
+# a hash, so results can be compared across folders, clusters and sweeps.
 _LOCATION_KEYS = {
     "output": None,
     "tune": None,
-    "distributed": ("address", "storage_path", "run_name"),
+    "serve": None,
+    "distributed": ("address", "storage_path", "run_name", "checkpoint_every", "max_failures"),
 }
 
 

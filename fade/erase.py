@@ -53,6 +53,8 @@ class EraseResult:
     history: list[StepLog] = field(default_factory=list)
     stopped_early: bool = False
     steps_run: int = 0
+    #: Consecutive held-out checks at chance so far (early stopping's count).
+    at_chance: int = 0
 
 
 class Eraser:
@@ -84,9 +86,10 @@ class Eraser:
 
     # --- life cycle ----------------------------------------------------------------------------
 
-    def setup(self) -> SaliencySelection:
+    def setup(self, selection: SaliencySelection | None = None) -> SaliencySelection:
+        """Rank the modules (or take `selection`, a resumed run's), attach LoRA, build D."""
         cfg = self.config
-        self.selection = locate_concept(
+        self.selection = selection or locate_concept(
             self.backbone,
             self.prompts.target,
             self.prompts.neutral,
@@ -116,10 +119,67 @@ class Eraser:
             self._update_discriminator(concept_x0, labels, neutral_x0)
         return self.heldout_accuracy()
 
-    def train(self, progress: bool = True) -> EraseResult:
-        result = EraseResult(self.selection)
-        bar = tqdm(range(self.config.steps), desc="erase", disable=not progress)
-        at_chance = 0
+    def state_dict(self, result: EraseResult) -> dict:
+        """Everything training needs to continue: adapter weights (by parameter name, the same
+        on every worker, so any worker count can resume them), both optimizers, D, and where
+        the loop stood."""
+        adapter = {
+            name: p.detach().clone()
+            for name, p in self.backbone.denoiser.named_parameters()
+            if any(p is q for q in self.adapter_params)
+        }
+        return {
+            "adapter": adapter,
+            "optimizer": self.optimizer.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "disc_optimizer": self.disc_optimizer.state_dict(),
+            "steps_run": result.steps_run,
+            "stopped_early": result.stopped_early,
+            "at_chance": result.at_chance,
+            "history": [vars(log) for log in result.history],
+        }
+
+    def load_state_dict(self, state: dict) -> EraseResult:
+        """Restore `state_dict`'s content after `setup`; returns the result so far."""
+        named = dict(self.backbone.denoiser.named_parameters())
+        missing = set(state["adapter"]) ^ {n for n, p in named.items() if "lora_" in n}
+        if missing:
+            raise ValueError(f"checkpoint and adapter disagree on {sorted(missing)[:3]}")
+        with torch.no_grad():
+            for name, value in state["adapter"].items():
+                named[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        return EraseResult(
+            self.selection,
+            [StepLog(**log) for log in state["history"]],
+            state["stopped_early"],
+            state["steps_run"],
+            state["at_chance"],
+        )
+
+    def train(
+        self,
+        progress: bool = True,
+        result: EraseResult | None = None,
+        checkpoint: Callable[[EraseResult], None] | None = None,
+        checkpoint_every: int = 0,
+    ) -> EraseResult:
+        """Run the remaining steps (all of them, or those after a resumed `result`); every
+        `checkpoint_every` steps, hand the result so far to `checkpoint`."""
+        result = result or EraseResult(self.selection)
+        if result.stopped_early:
+            return result
+        steps = range(result.steps_run, self.config.steps)
+        bar = tqdm(
+            steps,
+            desc="erase",
+            disable=not progress,
+            initial=result.steps_run,
+            total=self.config.steps,
+        )
+        at_chance = result.at_chance
         for step in bar:
             log = self.step(step)
             if (step + 1) % self.config.eval_every == 0:
@@ -130,12 +190,17 @@ class Eraser:
             # Without the adversary D never learns after pre-training: no stopping on it.
             if self.config.w_rem > 0 and log.heldout_accuracy is not None:
                 at_chance = at_chance + 1 if self._near_chance(log.heldout_accuracy) else 0
+            result.at_chance = at_chance
             if at_chance >= self.config.early_stop_patience:
                 result.stopped_early = True
                 logger.info(
                     "D is at chance (%.2f) after %d steps: stopping", log.heldout_accuracy, step + 1
                 )
                 break
+            due = checkpoint_every and (step + 1) % checkpoint_every == 0
+            # The final state is saved by the caller, with the adapter.
+            if checkpoint is not None and due and step + 1 < self.config.steps:
+                checkpoint(result)
         return result
 
     # --- one step ------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fade.adapters import adapter_modules, adapter_size_bytes
-from fade.config import FadeConfig
-from fade.distributed.trainer import run_erasure
+from fade.config import FadeConfig, apply_overrides
+from fade.distributed.checkpoints import latest_progress
+from fade.distributed.trainer import check_resumable, run_erasure
 from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
+from fade.errors import FadeError
 from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
 from fade.eval.results import facts_from_manifest, metrics_table, write_results
 from fade.plan import make_plan
@@ -36,9 +38,14 @@ def erase(cfg: FadeConfig) -> RunResult:
     cfg = plan.config  # recipe settings filled in: what runs, and what the manifest records
     if cfg.eval.enabled:  # a detector that cannot measure these concepts fails before training
         check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
+    # Checkpoints outlive a failed or interrupted run, so the same command resumes it; once the
+    # run directory is written they are no longer needed (unless the user chose where).
+    storage, name = checkpoint_location(cfg)
+    cfg = apply_overrides(cfg, {"distributed.run_name": name})
+    check_resumable(storage, name, cfg)  # another run's checkpoints: refused up front
     writer = RunWriter(Path(cfg.output.dir), cfg.output.overwrite)
     try:
-        outcome = run_erasure(cfg, storage=writer.staging.parent / f"{writer.staging.name}-ray")
+        outcome = run_erasure(cfg, storage=Path(storage))
         adapter_dir = writer.add_tree(ADAPTER, outcome.checkpoint_dir / "adapter")
         evaluation = evaluate_adapter(cfg, plan, adapter_dir) if cfg.eval.enabled else None
         training = json.loads((outcome.checkpoint_dir / TRAINING_LOG).read_text())
@@ -64,14 +71,31 @@ def erase(cfg: FadeConfig) -> RunResult:
                 manifest,
             )
         path = writer.commit()
+    except FadeError as error:
+        writer.abort()
+        if "://" in storage or latest_progress(Path(storage) / name) is not None:
+            raise FadeError(
+                f"{error} (checkpoints kept in {storage}/{name}: the same command resumes)"
+            ) from error
+        raise
     except BaseException:
         writer.abort()
         raise
     finally:
-        shutil.rmtree(writer.staging.parent / f"{writer.staging.name}-ray", ignore_errors=True)
         if "outcome" in locals():
             shutil.rmtree(outcome.checkpoint_dir, ignore_errors=True)
+    if cfg.distributed.storage_path is None:
+        shutil.rmtree(Path(storage) / name, ignore_errors=True)
+        if Path(storage).is_dir() and not any(Path(storage).iterdir()):
+            Path(storage).rmdir()
     return RunResult(path, evaluation.metrics if evaluation else {}, manifest)
+
+
+def checkpoint_location(cfg: FadeConfig) -> tuple[str, str]:
+    """(storage folder or URI, run name) of a run's Ray Train checkpoints (DistributedConfig)."""
+    out = Path(cfg.output.dir)
+    storage = cfg.distributed.storage_path or str((out.parent / ".checkpoints").resolve())
+    return storage, cfg.distributed.run_name or out.resolve().name
 
 
 def summary_table(result: RunResult) -> str:

@@ -73,6 +73,11 @@ class SaliencySelection:
         ranked = sorted(self.scores.items(), key=lambda item: -item[1])
         return {"sparsity": self.sparsity, "selected": self.selected, "ranking": ranked}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> SaliencySelection:
+        """Back from `to_dict` (a resumed run reuses its selection instead of ranking again)."""
+        return cls(dict(data["ranking"]), data["sparsity"], list(data["selected"]))
+
 
 def select_top(scores: dict[str, float], sparsity: float) -> list[str]:
     """The top ceil(sparsity * n) modules by score (at least one), in model order."""

@@ -151,3 +151,46 @@ def test_unset_settings_come_from_the_recipe() -> None:
         "all",
         1.0,
     )
+
+
+def test_a_checkpoint_restores_the_loop_and_training_goes_on_from_its_step(tmp_path) -> None:
+    """Checkpoints are handed out every N steps; one written to disk and read into a fresh
+    eraser restores the adapter, both optimizers and D exactly, reuses the saved module
+    selection (no new ranking), and training continues from the saved step to the end."""
+    from fade.config import FadeConfig
+    from fade.distributed.checkpoints import read_checkpoint, write_checkpoint
+
+    def fresh() -> Eraser:
+        pipeline = tiny_flux_pipeline()
+        pipeline.set_progress_bar_config(disable=True)
+        prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
+        config = dataclasses.replace(TINY_ERASE, steps=6, eval_every=100)
+        return Eraser(wrap_pipeline(pipeline), prompts, config, size=(TINY_SIZE, TINY_SIZE))
+
+    first = fresh()
+    selection = first.setup()
+    states: list[dict] = []
+    result = first.train(
+        progress=False, checkpoint=lambda r: states.append(first.state_dict(r)), checkpoint_every=2
+    )
+    assert [s["steps_run"] for s in states] == [2, 4]  # step 6 is the end: the caller saves it
+    assert result.steps_run == 6
+    write_checkpoint(tmp_path, states[-1], selection, FadeConfig())
+
+    resumed = fresh()
+    loaded, state, progress = read_checkpoint(tmp_path)
+    assert progress["steps_run"] == 4 and loaded.selected == selection.selected
+    resumed.setup(loaded)
+    partial = resumed.load_state_dict(state)
+    assert partial.steps_run == 4 and len(partial.history) == 4
+    restored = resumed.state_dict(partial)
+    for name, value in states[-1]["adapter"].items():
+        assert torch.equal(restored["adapter"][name], value), name
+    for name, value in states[-1]["discriminator"].items():
+        assert torch.equal(restored["discriminator"][name], value), name
+    saved_moments = states[-1]["optimizer"]["state"][0]["exp_avg"]
+    assert torch.equal(restored["optimizer"]["state"][0]["exp_avg"], saved_moments)
+    done = resumed.train(progress=False, result=partial)
+    assert done.steps_run == 6 and [log.step for log in done.history] == list(range(6))
+    after = resumed.state_dict(done)["adapter"]
+    assert any(not torch.equal(after[n], v) for n, v in states[-1]["adapter"].items())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fade.config import FadeConfig, config_to_dict
+from fade.distributed.checkpoints import fingerprint, latest_progress
 from fade.distributed.worker import erase_on_worker
 from fade.errors import FadeError
 
@@ -49,16 +50,40 @@ def start_ray(cfg: FadeConfig, extra_cpus: float = 0) -> bool:
     return True
 
 
+def check_resumable(storage_path: str, name: str, cfg: FadeConfig) -> tuple[Path, int] | None:
+    """The checkpoint folder and step a run will resume from (None: it starts afresh); refuses
+    another erasure's checkpoints. Local storage only: a URI is read by Ray Train itself."""
+    if "://" in storage_path:
+        return None
+    found = latest_progress(Path(storage_path) / name)
+    if found is None:
+        return None
+    folder, progress = found
+    if progress["fingerprint"] != fingerprint(cfg):
+        raise FadeError(
+            f"{Path(storage_path) / name} holds checkpoints of an erasure with other settings: "
+            "rerun with the same settings to resume it, or delete that folder (or choose "
+            "another distributed.run_name) to start over"
+        )
+    return folder, progress["steps_run"]
+
+
 def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
-    """Run the TorchTrainer; raises FadeError with the workers' error on failure."""
+    """Run the TorchTrainer; raises FadeError with the workers' error on failure. Checkpoints
+    go to `distributed.storage_path` (else `storage`) under `distributed.run_name`."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if cfg.distributed.strategy != "ddp":
         raise FadeError(
             f"distributed.strategy={cfg.distributed.strategy} is not available yet: use ddp"
         )
+    name = cfg.distributed.run_name or "fade-erase"
+    storage_path = cfg.distributed.storage_path or str(Path(storage).resolve())
+    resume = check_resumable(storage_path, name, cfg)
+    if resume is not None:
+        print(f"resuming {name} from step {resume[1]} ({resume[0]})", flush=True)
     started_here = start_ray(cfg)
     try:
         trainer = TorchTrainer(
@@ -70,8 +95,10 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
                 resources_per_worker={"CPU": cfg.distributed.cpus_per_worker},
             ),
             run_config=RunConfig(
-                name=cfg.distributed.run_name or "fade-erase",
-                storage_path=str(Path(cfg.distributed.storage_path or storage).resolve()),
+                name=name,
+                storage_path=storage_path,
+                failure_config=FailureConfig(max_failures=cfg.distributed.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )
         try:

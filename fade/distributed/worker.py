@@ -1,9 +1,12 @@
 """What each Ray Train worker runs: load the model, erase, and (rank 0) save and report.
 
 The story of the loop, in order: join the process group Ray Train set up, load the backbone on
-this worker's device, resolve the plan, locate the concept (saliency averaged over workers),
-attach the adapter, pre-train the discriminator, train with gradients averaged over workers,
-then rank 0 writes the adapter and the training log into a checkpoint that it reports.
+this worker's device, resolve the plan, then either locate the concept (saliency averaged over
+workers), attach the adapter and pre-train the discriminator, or, when Ray Train hands over a
+checkpoint (a worker was replaced, or the run was started again under the same name), restore
+all of that from it. Then train with gradients averaged over workers, reporting a checkpoint
+every `distributed.checkpoint_every` steps, and finally rank 0 writes the adapter, the state
+and the training log into the last checkpoint.
 """
 
 from __future__ import annotations
@@ -19,17 +22,35 @@ import torch.distributed as dist
 from fade.adapters import save_adapter
 from fade.backbones import load_backbone
 from fade.config import config_from_dict
-from fade.erase import Eraser
+from fade.distributed.checkpoints import (
+    SELECTION_FILE,
+    fingerprint,
+    read_checkpoint,
+    write_checkpoint,
+)
+from fade.erase import Eraser, EraseResult
 from fade.plan import make_plan
 
 TRAINING_LOG = "training.json"
-SELECTION_FILE = "saliency.json"
+__all__ = ["SELECTION_FILE", "TRAINING_LOG", "erase_on_worker"]
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> None:
     """In-place mean over the process group (gloo on CPU, NCCL on GPU)."""
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor.div_(dist.get_world_size())
+
+
+def _report(rank: int, metrics: dict, write=None) -> None:
+    """Every worker reports (Ray Train waits for all); only rank 0 brings a checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as staging:
+        checkpoint = None
+        if rank == 0 and write is not None:
+            write(Path(staging))
+            checkpoint = ray.train.Checkpoint.from_directory(staging)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def erase_on_worker(loop_config: dict) -> None:
@@ -61,9 +82,40 @@ def erase_on_worker(loop_config: dict) -> None:
         world_size=world,
         all_reduce_mean=all_reduce_mean if world > 1 else None,
     )
-    selection = eraser.setup()
-    pretrain_accuracy = eraser.pretrain_discriminator()
-    result = eraser.train(progress=rank == 0)
+    result, pretrain_accuracy, resumed_from = None, None, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            selection, state, progress = read_checkpoint(Path(directory))
+        if progress["fingerprint"] != fingerprint(cfg):
+            raise ValueError(
+                f"checkpoint {checkpoint.path} comes from an erasure with other settings"
+            )
+        eraser.setup(selection)
+        result = eraser.load_state_dict(state)
+        pretrain_accuracy, resumed_from = state.get("pretrain_heldout_accuracy"), result.steps_run
+        if rank == 0:
+            print(f"resuming from step {resumed_from} (checkpoint {checkpoint.path})", flush=True)
+    else:
+        selection = eraser.setup()
+        pretrain_accuracy = eraser.pretrain_discriminator()
+
+    def state_of(result: EraseResult) -> dict:
+        return {**eraser.state_dict(result), "pretrain_heldout_accuracy": pretrain_accuracy}
+
+    def save_progress(result: EraseResult) -> None:
+        _report(
+            rank,
+            {"steps_run": result.steps_run, "final": False},
+            lambda d: write_checkpoint(d, state_of(result), selection, cfg),
+        )
+
+    result = eraser.train(
+        progress=rank == 0,
+        result=result,
+        checkpoint=save_progress,
+        checkpoint_every=cfg.distributed.checkpoint_every,
+    )
     summary = {
         "steps_run": result.steps_run,
         "stopped_early": result.stopped_early,
@@ -71,16 +123,16 @@ def erase_on_worker(loop_config: dict) -> None:
         "final_heldout_accuracy": eraser.heldout_accuracy(),
         "train_seconds": round(time.time() - started, 1),
         "workers": world,
+        "resumed_from_step": resumed_from,
+        "final": True,
     }
-    with tempfile.TemporaryDirectory() as staging:
-        checkpoint = None
-        if rank == 0:
-            directory = Path(staging)
-            save_adapter(backbone, directory / "adapter")
-            (directory / SELECTION_FILE).write_text(json.dumps(selection.to_dict(), indent=2))
-            history = [vars(log) for log in result.history]
-            (directory / TRAINING_LOG).write_text(
-                json.dumps({"summary": summary, "history": history}, indent=2)
-            )
-            checkpoint = ray.train.Checkpoint.from_directory(staging)
-        ray.train.report(summary, checkpoint=checkpoint)
+
+    def write_final(directory: Path) -> None:
+        write_checkpoint(directory, state_of(result), selection, cfg)
+        save_adapter(backbone, directory / "adapter")
+        history = [vars(log) for log in result.history]
+        (directory / TRAINING_LOG).write_text(
+            json.dumps({"summary": summary, "history": history}, indent=2)
+        )
+
+    _report(rank, summary, write_final)

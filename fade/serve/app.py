@@ -209,7 +209,7 @@ def generator_deployment(cfg: FadeConfig):
         ImageGenerator,
         name="ImageGenerator",
         num_replicas=cfg.serve.replicas,
-        ray_actor_options={"num_cpus": cfg.serve.replica_cpus},
+        ray_actor_options={"num_cpus": cfg.serve.replica_cpus, "num_gpus": cfg.serve.replica_gpus},
         max_ongoing_requests=max(2 * cfg.serve.max_batch_size, 4),
         health_check_period_s=2,
         health_check_timeout_s=30,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import signal
 import socket
 import threading
@@ -131,3 +132,23 @@ def serve_forever(cfg: FadeConfig) -> None:
         if started_ray:
             ray.shutdown()
     print("stopped", flush=True)
+
+
+def application(args: dict):
+    """Application builder for `serve run fade.serve.runner:application` and KubeRay's
+    RayService (cluster/kuberay/rayservice.yaml): `args` are {config: FILE, overrides: [...]},
+    the same settings `jobs/serve.py` takes; the HTTP host and port are the cluster's."""
+    from fade.config import load_config
+    from fade.serve.app import build_app
+
+    unknown = set(args) - {"config", "overrides"}
+    if unknown:
+        raise FadeError(f"unknown application arguments {sorted(unknown)}: use config, overrides")
+    overrides = args.get("overrides") or []
+    if isinstance(overrides, str):  # `serve run ... overrides="a=1 b=[x,y]"` passes text
+        overrides = shlex.split(overrides)
+    if not isinstance(overrides, list):
+        raise FadeError(f"overrides must be a list of key=value settings, got {overrides!r}")
+    cfg = resolve_token(load_config(args.get("config"), [str(o) for o in overrides]))
+    preflight(cfg)
+    return build_app(cfg)
