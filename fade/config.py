@@ -144,6 +144,9 @@ class DistributedConfig:
     num_workers: int = _f(2, range=(1, None))
     use_gpu: bool = False
     cpus_per_worker: int = _f(1, range=(1, None))
+    #: How workers are placed on nodes (Ray placement strategies): PACK fills nodes first,
+    #: SPREAD spreads when it can, STRICT_SPREAD puts every worker on its own node.
+    placement_strategy: str = _f("PACK", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
     #: DeepSpeed ZeRO stage (only read when strategy is "deepspeed").
     zero_stage: int = _f(2, choices=(1, 2, 3))
     #: Ray cluster address; None starts a local Ray, or attaches when run by `ray job submit`.
@@ -556,7 +559,14 @@ _LOCATION_KEYS = {
     "output": None,
     "tune": None,
     "serve": None,
-    "distributed": ("address", "storage_path", "run_name", "checkpoint_every", "max_failures"),
+    "distributed": (
+        "address",
+        "storage_path",
+        "run_name",
+        "checkpoint_every",
+        "max_failures",
+        "placement_strategy",
+    ),
 }
 
 

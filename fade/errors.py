@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 
 USER_ERROR_EXIT_CODE = 2
+#: The shell's code for a process stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 130
 
 
 class FadeError(Exception):
@@ -22,18 +24,26 @@ class ConfigError(FadeError):
     """A setting is unknown, mistyped or out of its allowed range."""
 
 
+class Interrupted(FadeError):
+    """The user stopped a run (Ctrl-C); the message says what was kept and how to go on."""
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split()) or "unknown error"
 
 
 def run_cli(main: Callable[[], int | None]) -> int:
-    """Run ``main``; turn a :class:`FadeError` into ``error: <msg>`` on stderr and exit code 2.
+    """Run ``main``; turn a :class:`FadeError` into ``error: <msg>`` on stderr and exit code 2
+    (an :class:`Interrupted` into ``interrupted: <msg>`` and 130).
 
     Usage in an entry script: ``sys.exit(run_cli(main))``. Returns ``main``'s own return value
     (``None`` becomes 0).
     """
     try:
         code = main()
+    except Interrupted as exc:
+        print(f"interrupted: {_one_line(str(exc))}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except FadeError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE

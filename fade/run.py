@@ -74,7 +74,7 @@ def erase(cfg: FadeConfig) -> RunResult:
     except FadeError as error:
         writer.abort()
         if "://" in storage or latest_progress(Path(storage) / name) is not None:
-            raise FadeError(
+            raise type(error)(
                 f"{error} (checkpoints kept in {storage}/{name}: the same command resumes)"
             ) from error
         raise

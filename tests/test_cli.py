@@ -142,3 +142,17 @@ def test_serve_mistakes_are_one_line_before_anything_starts(tmp_path: Path) -> N
             result = run_serve(*args)
             assert result.returncode == 2, (args, result.stderr)
             assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_interrupted_run_says_what_was_kept_and_exits_130(capsys) -> None:
+    from fade.errors import Interrupted, run_cli
+
+    def main() -> int:
+        raise Interrupted(
+            "the erasure was stopped (checkpoints kept in X: the same command resumes)"
+        )
+
+    assert run_cli(main) == 130
+    assert capsys.readouterr().err == (
+        "interrupted: the erasure was stopped (checkpoints kept in X: the same command resumes)\n"
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 from fade.config import FadeConfig, config_to_dict
 from fade.distributed.checkpoints import fingerprint, latest_progress
 from fade.distributed.worker import erase_on_worker
-from fade.errors import FadeError
+from fade.errors import FadeError, Interrupted
 
 
 @dataclass
@@ -93,6 +93,7 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
                 num_workers=cfg.distributed.num_workers,
                 use_gpu=cfg.distributed.use_gpu,
                 resources_per_worker={"CPU": cfg.distributed.cpus_per_worker},
+                placement_strategy=cfg.distributed.placement_strategy,
             ),
             run_config=RunConfig(
                 name=name,
@@ -105,6 +106,9 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
             raise FadeError(f"erasure failed on a worker: {error}") from error
+        except (KeyboardInterrupt, SystemExit) as stop:
+            # Ray Train's own Ctrl-C handler aborts the run, then calls sys.exit.
+            raise Interrupted("the erasure was stopped") from stop
         if result.error is not None:
             raise FadeError(f"erasure failed on a worker: {result.error}")
         if result.checkpoint is None:

@@ -53,6 +53,18 @@ def _report(rank: int, metrics: dict, write=None) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _distinct_nodes(world: int) -> int:
+    """How many Ray nodes the workers ran on (recorded in the manifest)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return 1
+    nodes: list = [None] * world
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
+
+
 def erase_on_worker(loop_config: dict) -> None:
     """`train_loop_per_worker` of the TorchTrainer; `loop_config["fade"]` is the FadeConfig dict."""
     import ray.train
@@ -118,6 +130,7 @@ def erase_on_worker(loop_config: dict) -> None:
     )
     summary = {
         "steps_run": result.steps_run,
+        "nodes": _distinct_nodes(world),
         "stopped_early": result.stopped_early,
         "pretrain_heldout_accuracy": pretrain_accuracy,
         "final_heldout_accuracy": eraser.heldout_accuracy(),
