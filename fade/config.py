@@ -285,9 +285,11 @@ class SweepConfig:
     #: Folder holding the sweep (Ray Tune's experiment) and its results; on a multi-node
     #: cluster a path every node mounts.
     dir: str = _f("runs/sweeps", nonempty=True)
-    #: Trials running at once; null: as many as the cluster's CPUs (and GPUs) hold.
+    #: Trials running at once, at most what the cluster's CPUs (and GPUs) hold; null: that.
+    #: Fixed when the sweep starts: a continued sweep keeps the first run's value.
     max_concurrent: int | None = _f(None, range=(1, None))
-    #: Stop starting trials after this many seconds (running ones finish); null: no limit.
+    #: Stop the sweep (running trials too) after this many seconds; null: no limit. Fixed when
+    #: the sweep starts, like max_concurrent.
     time_budget_s: float | None = _f(None, range=(0, None), low_open=True)
 
 

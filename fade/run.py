@@ -15,7 +15,7 @@ from pathlib import Path
 from fade.adapters import adapter_modules, adapter_size_bytes
 from fade.config import FadeConfig, apply_overrides
 from fade.distributed.checkpoints import latest_progress
-from fade.distributed.trainer import check_resumable, run_erasure
+from fade.distributed.trainer import check_resumable, run_erasure, storage_location
 from fade.distributed.worker import SELECTION_FILE, TRAINING_LOG
 from fade.errors import FadeError
 from fade.eval.evaluate import check_detector, eval_sets, evaluate_adapter
@@ -73,7 +73,7 @@ def erase(cfg: FadeConfig) -> RunResult:
         path = writer.commit()
     except FadeError as error:
         writer.abort()
-        if "://" in storage or latest_progress(Path(storage) / name) is not None:
+        if latest_progress(storage, name) is not None:
             raise type(error)(
                 f"{error} (checkpoints kept in {storage}/{name}: the same command resumes)"
             ) from error
@@ -94,7 +94,7 @@ def erase(cfg: FadeConfig) -> RunResult:
 def checkpoint_location(cfg: FadeConfig) -> tuple[str, str]:
     """(storage folder or URI, run name) of a run's Ray Train checkpoints (DistributedConfig)."""
     out = Path(cfg.output.dir)
-    storage = cfg.distributed.storage_path or str((out.parent / ".checkpoints").resolve())
+    storage = storage_location(cfg.distributed.storage_path or out.parent / ".checkpoints")
     return storage, cfg.distributed.run_name or out.resolve().name
 
 

@@ -46,7 +46,8 @@ def test_the_default_space_holds_the_default_config() -> None:
         ({"erase.lora_rank": {"choice": []}}, "choice takes a non-empty list"),
         ({"erase.lora_rank": {"randint": [1.5, 4]}}, "randint takes [low, high] integers"),
         ({"erase.lam": [1, 2]}, "give exactly one distribution"),
-        ({"output.dir": {"choice": ["a"]}}, "a sweep varies the method and its evaluation"),
+        ({"output.dir": {"choice": ["a"]}}, "a sweep varies the erasure's settings"),
+        ({"eval.guidance_scale": {"uniform": [1, 5]}}, "a sweep varies the erasure's settings"),
     ],
 )
 def test_a_bad_space_is_refused_in_one_line(space, message: str) -> None:
@@ -233,19 +234,26 @@ def test_two_trial_sweep_writes_its_results_and_a_rerun_continues_it(
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(ray_session, tmp_path: Path) -> None:
-    """A setting that only fails once the trial runs (the surrogate is the erased concept
-    itself) gives an "error" row with the reason, not a crashed sweep."""
+    """A trial whose erasure fails (its checkpoint storage cannot be written) gives an "error"
+    row with the reason, not a crashed sweep."""
     import pyarrow.parquet as pq
 
     from fade.tuning.sweep import run_sweep, summary
 
     space = tmp_path / "space.yaml"
-    space.write_text("concepts.surrogate: {choice: [diamond]}\n")
-    overrides = [*TINY_SWEEP, "tune.num_samples=1", "tune.include_default=false"]
+    space.write_text("erase.lam: {choice: [20.0]}\n")
+    unwritable = tmp_path / "not-a-folder"
+    unwritable.write_text("a file where the checkpoints would go")
+    overrides = [
+        *TINY_SWEEP,
+        "tune.num_samples=1",
+        "tune.include_default=false",
+        f"distributed.storage_path={unwritable}",
+    ]
     cfg = load_config(None, [*overrides, f"tune.dir={tmp_path}", "tune.name=failing"])
     outcome = run_sweep(cfg, space)
     assert outcome.complete and outcome.best is None
     (row,) = pq.read_table(outcome.files["trials.parquet"]).to_pylist()
-    assert row["status"] == "error" and "surrogate" in row["error"], row["error"]
+    assert row["status"] == "error" and row["error"], row
     assert "no trial finished its full evaluation" in summary(outcome)
     assert outcome.files["pareto.png"].exists() and not outcome.files["best.yaml"].exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from fade.config import FadeConfig, config_to_dict
+from fade.errors import FadeError
 from fade.saliency import SaliencySelection
 
 STATE_FILE = "state.pt"
@@ -27,8 +28,10 @@ _NOT_TRAINING = ("distributed", "output", "eval", "tune", "serve")
 
 
 def fingerprint(cfg: FadeConfig) -> str:
-    """Hash of the settings that shape training (the worker count is not one of them)."""
+    """Hash of the settings that shape training (the worker count is not one of them; the
+    image size, which lives with the evaluation's settings, is)."""
     data = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_TRAINING}
+    data["size"] = [cfg.eval.height, cfg.eval.width]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -46,14 +49,32 @@ def write_checkpoint(
 def read_checkpoint(directory: Path) -> tuple[SaliencySelection, dict, dict]:
     """(selection, state, progress) of a checkpoint folder."""
     selection = SaliencySelection.from_dict(json.loads((directory / SELECTION_FILE).read_text()))
-    state = torch.load(directory / STATE_FILE, weights_only=True)
+    # On CPU first: a GPU run's checkpoint may resume on CPU, and each rank moves its copy to
+    # its own device as the state is loaded into the modules and optimizers.
+    state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
     progress = json.loads((directory / PROGRESS_FILE).read_text())
     return selection, state, progress
 
 
-def latest_progress(run_folder: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint's folder and progress under a Ray Train run folder, if any."""
-    found = sorted(run_folder.glob(f"checkpoint_*/{PROGRESS_FILE}"), key=lambda p: p.parent.name)
-    if not found:
-        return None
-    return found[-1].parent, json.loads(found[-1].read_text())
+def latest_progress(storage: str, name: str) -> tuple[str, dict] | None:
+    """The newest checkpoint's location and progress under Ray Train's run folder
+    `storage/name` (a local folder or a pyarrow filesystem URI such as s3://), if any."""
+    import pyarrow.fs as pafs
+
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(storage)
+        run = f"{root.rstrip('/')}/{name}"
+        listing = filesystem.get_file_info(pafs.FileSelector(run, allow_not_found=True))
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise FadeError(f"cannot read checkpoint storage {storage}: {error}") from error
+    folders = sorted(
+        info.path
+        for info in listing
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+    )
+    for folder in reversed(folders):  # the newest that holds our progress file
+        progress = f"{folder}/{PROGRESS_FILE}"
+        if filesystem.get_file_info(progress).type == pafs.FileType.File:
+            with filesystem.open_input_stream(progress) as stream:
+                return folder, json.loads(stream.read())
+    return None

@@ -50,20 +50,24 @@ def start_ray(cfg: FadeConfig, extra_cpus: float = 0) -> bool:
     return True
 
 
-def check_resumable(storage_path: str, name: str, cfg: FadeConfig) -> tuple[Path, int] | None:
-    """The checkpoint folder and step a run will resume from (None: it starts afresh); refuses
-    another erasure's checkpoints. Local storage only: a URI is read by Ray Train itself."""
-    if "://" in storage_path:
-        return None
-    found = latest_progress(Path(storage_path) / name)
+def storage_location(path: str | Path) -> str:
+    """A URI as given; a local path made absolute (Ray reads a relative one as a URI)."""
+    text = str(path)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def check_resumable(storage_path: str, name: str, cfg: FadeConfig) -> tuple[str, int] | None:
+    """The checkpoint and step a run will resume from (None: it starts afresh); refuses
+    another erasure's checkpoints before any worker loads a model."""
+    found = latest_progress(storage_path, name)
     if found is None:
         return None
     folder, progress = found
     if progress["fingerprint"] != fingerprint(cfg):
         raise FadeError(
-            f"{Path(storage_path) / name} holds checkpoints of an erasure with other settings: "
-            "rerun with the same settings to resume it, or delete that folder (or choose "
-            "another distributed.run_name) to start over"
+            f"{storage_path.rstrip('/')}/{name} holds checkpoints of an erasure with other "
+            "settings: rerun with the same settings to resume it, or delete that folder (or "
+            "choose another distributed.run_name) to start over"
         )
     return folder, progress["steps_run"]
 
@@ -80,7 +84,14 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
             f"distributed.strategy={cfg.distributed.strategy} is not available yet: use ddp"
         )
     name = cfg.distributed.run_name or "fade-erase"
-    storage_path = cfg.distributed.storage_path or str(Path(storage).resolve())
+    storage_path = storage_location(cfg.distributed.storage_path or storage)
+    local = not (cfg.distributed.address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+    d = cfg.distributed
+    if local and d.placement_strategy == "STRICT_SPREAD" and d.num_workers > 1:
+        raise FadeError(
+            "distributed.placement_strategy=STRICT_SPREAD puts each worker on its own node, "
+            "and a local Ray has one: use it on a cluster, or PACK/SPREAD here"
+        )
     resume = check_resumable(storage_path, name, cfg)
     if resume is not None:
         print(f"resuming {name} from step {resume[1]} ({resume[0]})", flush=True)

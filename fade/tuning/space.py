@@ -27,8 +27,10 @@ KINDS = {
     "randint": "[low, high] integers with low <= high (both included)",
     "choice": "a non-empty list of values",
 }
-#: Sections a sweep may not vary: where results go and how the sweep itself runs.
-FIXED_SECTIONS = ("output", "tune", "serve", "distributed")
+#: What a sweep may vary: the method's settings. The base model's half of every evaluation is
+#: measured once for the whole sweep, so the model, the concepts, the evaluation and the seed
+#: stay those of the base config.
+SWEPT_SECTION = "erase"
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,12 @@ def parse_space(data: Any, source: str, base: FadeConfig) -> tuple[Dimension, ..
     dimensions = []
     for key, spec in data.items():
         key = str(key)
-        if key.split(".")[0] in FIXED_SECTIONS:
+        if key.split(".")[0] != SWEPT_SECTION:
             raise ConfigError(
-                f"{key} in {source}: a sweep varies the method and its evaluation, not "
-                f"{', '.join(s + '.*' for s in FIXED_SECTIONS)}; set those on the command line"
+                f"{key} in {source}: a sweep varies the erasure's settings (erase.*); the "
+                "model, concepts, evaluation and seed are the base config's (set them on the "
+                "command line), because every trial is compared with one measurement of the "
+                "base model"
             )
         if not isinstance(spec, Mapping) or len(spec) != 1:
             raise ConfigError(

@@ -93,18 +93,25 @@ def _check_same_sweep(path: Path, settings: dict) -> None:
     file.write_text(json.dumps({"digest": digest, **settings}, indent=2))
 
 
+def trial_resources(cfg: FadeConfig) -> dict[str, float]:
+    """What a trial itself reserves: one CPU, and on GPUs one GPU for its evaluation (its
+    Train workers reserve their own)."""
+    return {"CPU": 1, "GPU": 1} if cfg.distributed.use_gpu else {"CPU": 1}
+
+
 def concurrency(cfg: FadeConfig) -> int:
-    """Trials that fit in the cluster at once: a trial holds its own CPU plus its workers'
-    (and its workers' GPUs), and Tune must not start trials whose workers cannot be placed."""
+    """Trials that fit in the cluster at once: a trial holds its own CPU (and GPU) plus its
+    workers', and Tune must not start trials whose workers cannot be placed; a larger
+    `tune.max_concurrent` is capped to this."""
     import ray
 
-    if cfg.tune.max_concurrent:
-        return cfg.tune.max_concurrent
+    d = cfg.distributed
     resources = ray.cluster_resources()
     fits = int(resources.get("CPU", 1) // trial_cpus(cfg))
-    if cfg.distributed.use_gpu:
-        fits = min(fits, int(resources.get("GPU", 0) // cfg.distributed.num_workers))
-    return max(1, fits)
+    if d.use_gpu:
+        fits = min(fits, int(resources.get("GPU", 0) // (d.num_workers + 1)))
+    fits = max(1, fits)
+    return min(cfg.tune.max_concurrent, fits) if cfg.tune.max_concurrent else fits
 
 
 def _tuner(cfg, space, trainable, name, root, default_point):
@@ -166,17 +173,15 @@ def run_sweep(cfg: FadeConfig, space_path: Path) -> SweepOutcome:
     started_ray = start_ray(cfg)
     try:
         # Started now, awaited by the trials after their training, cancelled if no trial needs
-        # it (a rerun of a finished sweep). It holds the CPUs (or GPUs) of a trial's workers,
-        # never more, so it can always run beside one trial's own CPU.
+        # it (a rerun of a finished sweep). It holds no more than a trial's workers (on GPUs,
+        # one GPU), so it can always run beside one trial's own reservation.
         d = cfg.distributed
-        bases = (
-            measure_bases_task()
-            .options(
-                num_cpus=d.num_workers * d.cpus_per_worker,
-                num_gpus=d.num_workers if d.use_gpu else 0,
-            )
-            .remote(base, cfg.tune.early_stopping)
+        task = (
+            {"num_cpus": d.cpus_per_worker, "num_gpus": 1}
+            if d.use_gpu
+            else {"num_cpus": d.num_workers * d.cpus_per_worker}
         )
+        bases = measure_bases_task().options(**task).remote(base, cfg.tune.early_stopping)
         trainable = tune.with_resources(
             tune.with_parameters(
                 erase_and_score,
@@ -185,7 +190,7 @@ def run_sweep(cfg: FadeConfig, space_path: Path) -> SweepOutcome:
                 early_stopping=cfg.tune.early_stopping,
                 metric=cfg.tune.metric,
             ),
-            {"CPU": 1},
+            trial_resources(cfg),
         )
         resumed = tune.Tuner.can_restore(str(path))
         if resumed:
