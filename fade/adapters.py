@@ -50,12 +50,17 @@ def attach_lora(
     return config
 
 
-def lora_parameters(backbone: Backbone, adapter_name: str = ADAPTER_NAME) -> list:
-    return [
-        p
+def named_lora_parameters(backbone: Backbone, adapter_name: str = ADAPTER_NAME) -> dict:
+    """The adapter's parameters by their name in the denoiser (the same on every worker)."""
+    return {
+        name: p
         for name, p in backbone.denoiser.named_parameters()
         if "lora_" in name and f".{adapter_name}." in name
-    ]
+    }
+
+
+def lora_parameters(backbone: Backbone, adapter_name: str = ADAPTER_NAME) -> list:
+    return list(named_lora_parameters(backbone, adapter_name).values())
 
 
 def save_adapter(backbone: Backbone, directory: Path, adapter_name: str = ADAPTER_NAME) -> Path:

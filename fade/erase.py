@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from fade.adapters import attach_lora, lora_parameters
+from fade.adapters import attach_lora, lora_parameters, named_lora_parameters
 from fade.backbones import Backbone, Conditioning
 from fade.concepts import PromptSets
 from fade.config import EraseConfig
@@ -124,9 +124,7 @@ class Eraser:
         on every worker, so any worker count can resume them), both optimizers, D, and where
         the loop stood."""
         adapter = {
-            name: p.detach().clone()
-            for name, p in self.backbone.denoiser.named_parameters()
-            if any(p is q for q in self.adapter_params)
+            name: p.detach().clone() for name, p in named_lora_parameters(self.backbone).items()
         }
         return {
             "adapter": adapter,
@@ -141,8 +139,8 @@ class Eraser:
 
     def load_state_dict(self, state: dict) -> EraseResult:
         """Restore `state_dict`'s content after `setup`; returns the result so far."""
-        named = dict(self.backbone.denoiser.named_parameters())
-        missing = set(state["adapter"]) ^ {n for n, p in named.items() if "lora_" in n}
+        named = named_lora_parameters(self.backbone)
+        missing = set(state["adapter"]) ^ set(named)
         if missing:
             raise ValueError(f"checkpoint and adapter disagree on {sorted(missing)[:3]}")
         with torch.no_grad():

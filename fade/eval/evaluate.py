@@ -21,6 +21,7 @@ Which detector measures what (`eval.detector`; fidelity and alignment networks:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -212,6 +213,12 @@ class Instruments:
             self.alignment,
         )
 
+    def with_sample_counts(self, cfg: FadeConfig, plan: RunPlan) -> Instruments:
+        """The same loaded networks and model on the prompt groups of `cfg`, which may differ
+        from this one in how many images it samples (eval.samples_per_prompt,
+        images_per_concept, images_per_neighbour, fd_samples) and nothing else."""
+        return dataclasses.replace(self, cfg=cfg, sets=eval_sets(cfg, plan))
+
     def load_adapter(self, adapter_dir: Path) -> None:
         from fade.adapters import ADAPTER_NAME, load_adapter
 
@@ -252,25 +259,13 @@ def instruments(cfg: FadeConfig, plan: RunPlan) -> Instruments:
     return Instruments(cfg, sets, backbone, detector, measures, features, reference, alignment)
 
 
-def measure_base(cfg: FadeConfig, plan: RunPlan, progress: bool = True) -> StateMeasurement:
-    """The base model (no adapter) on the run's prompt groups: the "before" of every adapter
-    trained from the same plan and evaluation settings, so a sweep measures it once."""
-    return instruments(cfg, plan).measure("before" if progress else "")
-
-
 def evaluate_adapter(
-    cfg: FadeConfig,
-    plan: RunPlan,
-    adapter_dir: Path,
-    progress: bool = True,
-    before: StateMeasurement | None = None,
+    cfg: FadeConfig, plan: RunPlan, adapter_dir: Path, progress: bool = True
 ) -> Evaluation:
     """Measure the base model and the model with the adapter in `adapter_dir` on the same
-    prompts and seeds; returns metrics.json's content and the report's grids. `before`, from
-    `measure_base` with the same settings, skips measuring the base model again."""
+    prompts and seeds; returns metrics.json's content and the report's grids."""
     tools = instruments(cfg, plan)
-    if before is None:
-        before = tools.measure("before" if progress else "")
+    before = tools.measure("before" if progress else "")
     tools.load_adapter(adapter_dir)
     after = tools.measure("after" if progress else "")
     return tools.summarise(before, after)

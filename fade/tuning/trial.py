@@ -61,14 +61,15 @@ def measure_bases(base: dict, early_stopping: bool) -> dict[str, StateMeasuremen
     """The base model on each stage's prompt groups."""
     import torch
 
-    from fade.eval.evaluate import measure_base
+    from fade.eval.evaluate import instruments
 
     cfg = config_from_dict(base)
     d = cfg.distributed
     torch.set_num_threads(d.num_workers * d.cpus_per_worker)
     plan = make_plan(cfg)
+    tools = instruments(plan.config, plan)  # loaded once, for every stage
     return {
-        stage: measure_base(stage_cfg, plan, progress=False)
+        stage: tools.with_sample_counts(stage_cfg, plan).measure()
         for stage, stage_cfg in stage_configs(plan.config, early_stopping).items()
     }
 
@@ -120,7 +121,7 @@ def erase_and_score(
     from ray import tune
 
     from fade.distributed.trainer import run_erasure
-    from fade.eval.evaluate import evaluate_adapter
+    from fade.eval.evaluate import instruments
 
     trial_id = tune.get_context().get_trial_id()
     cfg = apply_overrides(config_from_dict(base), {**params, "distributed.run_name": trial_id})
@@ -134,10 +135,11 @@ def erase_and_score(
         # The workers are gone: their CPUs are this trial's until it ends (see module doc).
         torch.set_num_threads(trial_cpus(cfg))
         before = ray.get(bases[0])  # the sweep's one measurement of the base model
+        tools = instruments(cfg, plan)  # the model and measuring networks, loaded once
+        tools.load_adapter(adapter)
         for stage, stage_cfg in stage_configs(cfg, early_stopping).items():
-            evaluation = evaluate_adapter(
-                stage_cfg, plan, adapter, progress=False, before=before[stage]
-            )
+            staged = tools.with_sample_counts(stage_cfg, plan)
+            evaluation = staged.summarise(before[stage], staged.measure())
             row = {
                 **score_row(evaluation.metrics, stage),
                 "steps_run": training["steps_run"],
