@@ -63,10 +63,18 @@ def lora_parameters(backbone: Backbone, adapter_name: str = ADAPTER_NAME) -> lis
     return list(named_lora_parameters(backbone, adapter_name).values())
 
 
-def save_adapter(backbone: Backbone, directory: Path, adapter_name: str = ADAPTER_NAME) -> Path:
-    """Write the adapter as `pytorch_lora_weights.safetensors` with its LoRA metadata."""
+def save_adapter(
+    backbone: Backbone,
+    directory: Path,
+    adapter_name: str = ADAPTER_NAME,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write the adapter as `pytorch_lora_weights.safetensors` with its LoRA metadata.
+
+    `weights` (whole tensors by parameter name) stand in for the module's own: under FSDP and
+    ZeRO-3 each worker holds only a shard, which the strategy gathers beforehand."""
     denoiser = backbone.denoiser
-    state = get_peft_model_state_dict(denoiser, adapter_name=adapter_name)
+    state = get_peft_model_state_dict(denoiser, state_dict=weights, adapter_name=adapter_name)
     metadata = denoiser.peft_config[adapter_name].to_dict()
     metadata["target_modules"] = sorted(metadata["target_modules"])
     key = "transformer" if backbone.family == "flux" else "unet"

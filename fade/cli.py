@@ -45,7 +45,7 @@ COMMON_SHORTCUTS = (
     Shortcut("--overwrite", "output.overwrite", "replace an existing run directory", True),
     Shortcut("--seed", "seed", "random seed"),
     Shortcut("--num-workers", "distributed.num_workers", "Ray Train workers"),
-    Shortcut("--strategy", "distributed.strategy", "ddp, deepspeed or fsdp"),
+    Shortcut("--strategy", "distributed.strategy", "ddp, fsdp, zero2 or zero3"),
 )
 
 

@@ -140,15 +140,25 @@ class EraseConfig:
 class DistributedConfig:
     """How Ray Train runs the erasure."""
 
-    strategy: str = _f("ddp", choices=("ddp", "deepspeed", "fsdp"))
+    #: ddp: replicated model, averaged gradients; fsdp: FSDP2 shards every weight; zero2 /
+    #: zero3: DeepSpeed ZeRO partitions the adapter's optimizer state and gradients (stage 3:
+    #: every weight too). docs/scaling.md says which to pick.
+    strategy: str = _f("ddp", choices=("ddp", "fsdp", "zero2", "zero3"))
     num_workers: int = _f(2, range=(1, None))
     use_gpu: bool = False
     cpus_per_worker: int = _f(1, range=(1, None))
     #: How workers are placed on nodes (Ray placement strategies): PACK fills nodes first,
     #: SPREAD spreads when it can, STRICT_SPREAD puts every worker on its own node.
     placement_strategy: str = _f("PACK", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
-    #: DeepSpeed ZeRO stage (only read when strategy is "deepspeed").
-    zero_stage: int = _f(2, choices=(1, 2, 3))
+    #: CPU offload: "optimizer" keeps AdamW's state in host memory (zero2, zero3);
+    #: "parameters" also the weights (zero3, fsdp).
+    offload: str = _f("none", choices=("none", "optimizer", "parameters"))
+    #: bf16 compute with float32 adapter weights and optimizer state under fsdp, zero2 and
+    #: zero3 (ddp computes in model.dtype); auto: bf16 on GPU, fp32 on CPU.
+    mixed_precision: str = _f("auto", choices=("auto", "bf16", "fp32"))
+    #: Recompute each block's activations in backward instead of keeping them (FLUX at 1024²
+    #: needs it; it costs about a third more compute).
+    gradient_checkpointing: bool = False
     #: Ray cluster address; None starts a local Ray, or attaches when run by `ray job submit`.
     address: str | None = None
     #: Where Ray Train keeps checkpoints: a local folder or a pyarrow filesystem URI (s3://,
@@ -180,6 +190,9 @@ class EvalConfig:
     images_per_concept: int | None = _f(None, range=(1, None))
     #: Images per retained neighbour: 32 resolves a 3-point change; 8 moved 12.5 per image.
     images_per_neighbour: int = _f(32, range=(1, None))
+    #: Retained neighbours measured per category erased from; a mass erasure that should
+    #: leave every other concept alone raises it to cover them all.
+    neighbours_per_category: int = _f(4, range=(1, None))
     num_inference_steps: int = _f(20, range=(1, None))
     guidance_scale: float = _f(3.5, range=(0, None))
     height: int = _f(32, range=(8, None), multiple_of=8)
@@ -461,7 +474,26 @@ def _build(raw: Mapping[str, Any]) -> FadeConfig:
         _check(key, value, meta)
         (values[section] if section else top)[leaf] = value
     sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    _check_offload(sections["distributed"])
     return FadeConfig(**sections, **top)
+
+
+#: What each strategy can move to host memory.
+_OFFLOADS = {
+    "ddp": ("none",),
+    "fsdp": ("none", "parameters"),
+    "zero2": ("none", "optimizer"),
+    "zero3": ("none", "optimizer", "parameters"),
+}
+
+
+def _check_offload(distributed: DistributedConfig) -> None:
+    allowed = _OFFLOADS[distributed.strategy]
+    if distributed.offload not in allowed:
+        raise ConfigError(
+            f"distributed.offload = {distributed.offload} is not available with "
+            f"distributed.strategy = {distributed.strategy}: must be one of {', '.join(allowed)}"
+        )
 
 
 def validate_config(cfg: FadeConfig) -> FadeConfig:

@@ -4,8 +4,10 @@
 LoRA adapter and builds the discriminator; `pretrain_discriminator()` teaches D to tell the
 concept's x̂0 from neutral x̂0; `train()` runs the objective until D's held-out accuracy is near
 chance or `steps` run out. Supports: any backbone (FLUX, SD), one or K concepts (K+1-way D),
-surrogates, the ablation switches (w_rem=0, lam=0, sparsity=1). Gradient synchronisation
-across workers is injected (`all_reduce_mean`), so the same loop runs alone or data-parallel.
+surrogates, the ablation switches (w_rem=0, lam=0, sparsity=1). How the adapter is held and
+updated across workers is injected (`strategy`: replicated, FSDP2 or DeepSpeed ZeRO), and so is
+the discriminator's gradient averaging (`all_reduce_mean`), so the same loop runs alone or
+distributed.
 Raises ValueError on inconsistent inputs; user-facing validation happens before (fade.plan).
 """
 
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from fade.adapters import attach_lora, lora_parameters, named_lora_parameters
+from fade.adapters import attach_lora, named_lora_parameters
 from fade.backbones import Backbone, Conditioning
 from fade.concepts import PromptSets
 from fade.config import EraseConfig
 from fade.discriminator import ConceptDiscriminator, discriminator_loss
+from fade.distributed.strategies import AdapterStrategy
 from fade.losses import (
     base_prediction,
     distillation_loss,
@@ -69,12 +72,14 @@ class Eraser:
         world_size: int = 1,
         all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
         heldout_fraction: float = 0.2,
+        strategy: AdapterStrategy | None = None,
     ):
         self.backbone, self.prompts, self.size = backbone, prompts, size
         # Settings left null come from the recipe (remove, or redirect to a surrogate).
         self.config = resolve_erase(config, prompts.has_surrogate, len(prompts.concepts))
         self.seed = seed
         self.all_reduce_mean = all_reduce_mean if world_size > 1 else None
+        self.strategy = strategy or AdapterStrategy(all_reduce_mean=self.all_reduce_mean)
         # Same split on every worker; each then trains on its own shard of the training rows.
         split = torch.Generator().manual_seed(seed)
         rows = torch.randperm(len(prompts.target), generator=split).tolist()
@@ -82,12 +87,22 @@ class Eraser:
         self.heldout_rows, train_rows = rows[:held], rows[held:] or rows
         self.train_rows = train_rows[rank::world_size] or train_rows
         self.generator = torch.Generator().manual_seed(seed * 1009 + rank)
+        # Under FSDP and ZeRO-3 every forward gathers weights from all workers, so all must
+        # sample the same number of steps: the trajectory point then comes from a generator
+        # they share (the noise stays each worker's own).
+        shared = torch.Generator().manual_seed(seed * 1009 + 7919)
+        self.point_generator = shared if self.strategy.lockstep else self.generator
         self.labels = torch.tensor(prompts.concept_of)
 
     # --- life cycle ----------------------------------------------------------------------------
 
-    def setup(self, selection: SaliencySelection | None = None) -> SaliencySelection:
-        """Rank the modules (or take `selection`, a resumed run's), attach LoRA, build D."""
+    def setup(
+        self,
+        selection: SaliencySelection | None = None,
+        adapter: dict[str, torch.Tensor] | None = None,
+    ) -> SaliencySelection:
+        """Rank the modules (or take `selection` and the `adapter` weights of a resumed run),
+        attach LoRA, hand the model to the strategy, build D."""
         cfg = self.config
         self.selection = selection or locate_concept(
             self.backbone,
@@ -104,11 +119,19 @@ class Eraser:
         )
         torch.manual_seed(self.seed)  # identical adapter and D initialisation on every worker
         attach_lora(self.backbone, self.selection.selected, cfg.lora_rank, cfg.lora_alpha)
-        self.adapter_params = lora_parameters(self.backbone)
+        named = named_lora_parameters(self.backbone)
+        if adapter is not None:
+            # Before the strategy shards them: every strategy reads whole weights from here.
+            missing = set(adapter) ^ set(named)
+            if missing:
+                raise ValueError(f"checkpoint and adapter disagree on {sorted(missing)[:3]}")
+            with torch.no_grad():
+                for name, value in adapter.items():
+                    named[name].copy_(value)
         channels = self._spatial(self._noise(1)).shape[1]
         self.discriminator = ConceptDiscriminator(channels, len(self.prompts.concepts))
         self.discriminator.to(self.backbone.device)
-        self.optimizer = torch.optim.AdamW(self.adapter_params, lr=cfg.lr, weight_decay=0.0)
+        self.strategy.prepare(self.backbone.denoiser, named, cfg.lr)
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.disc_lr)
         return self.selection
 
@@ -120,15 +143,12 @@ class Eraser:
         return self.heldout_accuracy()
 
     def state_dict(self, result: EraseResult) -> dict:
-        """Everything training needs to continue: adapter weights (by parameter name, the same
-        on every worker, so any worker count can resume them), both optimizers, D, and where
-        the loop stood."""
-        adapter = {
-            name: p.detach().clone() for name, p in named_lora_parameters(self.backbone).items()
-        }
+        """Everything training needs to continue, in a form any worker count and strategy can
+        resume: whole adapter weights and AdamW moments by parameter name, D and its
+        optimizer, and where the loop stood. Collective: every worker calls it."""
         return {
-            "adapter": adapter,
-            "optimizer": self.optimizer.state_dict(),
+            "adapter": self.strategy.adapter_state(),
+            "optimizer": self.strategy.optimizer_state(),
             "discriminator": self.discriminator.state_dict(),
             "disc_optimizer": self.disc_optimizer.state_dict(),
             "steps_run": result.steps_run,
@@ -138,15 +158,9 @@ class Eraser:
         }
 
     def load_state_dict(self, state: dict) -> EraseResult:
-        """Restore `state_dict`'s content after `setup`; returns the result so far."""
-        named = named_lora_parameters(self.backbone)
-        missing = set(state["adapter"]) ^ set(named)
-        if missing:
-            raise ValueError(f"checkpoint and adapter disagree on {sorted(missing)[:3]}")
-        with torch.no_grad():
-            for name, value in state["adapter"].items():
-                named[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore the optimizers, D and the loop after `setup(selection, state["adapter"])`;
+        returns the result so far."""
+        self.strategy.load_optimizer_state(state["optimizer"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         return EraseResult(
@@ -226,10 +240,7 @@ class Eraser:
             if cfg.paired_preservation and self.prompts.retain:
                 preserve = preserve + self._paired_preservation(z, sigma)
         loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self._sync(self.adapter_params)
-        self.optimizer.step()
+        self.strategy.update(loss)
         d_loss = 0.0
         if cfg.w_rem:
             d_loss = self._update_discriminator(
@@ -278,7 +289,13 @@ class Eraser:
         """No-grad sampling from noise to a random step of the schedule: the model's own state."""
         height, width = self.size
         state = self.backbone.trajectory_state(
-            self._noise(len(cond)), cond, self.config.sample_steps, self.generator, height, width
+            self._noise(len(cond)),
+            cond,
+            self.config.sample_steps,
+            self.generator,
+            height,
+            width,
+            point_generator=self.point_generator,
         )
         sigma = torch.full((len(cond),), state.sigma, device=state.latents.device)
         return state.latents, sigma

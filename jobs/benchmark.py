@@ -4,6 +4,7 @@
     python jobs/benchmark.py ablation          # full FADE vs w/o adversary, λ = 0, w/o saliency
     python jobs/benchmark.py evaluate          # before/after evaluation, 4 toy concepts x 32
     python jobs/benchmark.py serve             # HTTP load vs the pipeline called directly
+    python jobs/benchmark.py scaling           # erasure steps/s per strategy, 1 and 2 workers
 
 Each subcommand prints what it measured and how.
 """
@@ -284,6 +285,77 @@ def serve_bench(args: argparse.Namespace) -> None:
     )
 
 
+def scaling(args: argparse.Namespace) -> None:
+    """Each strategy at each worker count runs the same erasure loop through Ray Train, one
+    after another on one Ray; the loop's own steps/s comes from the workers' summary (model
+    loading, ranking and D pre-training excluded)."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    import ray
+
+    from fade.config import load_config
+    from fade.distributed.trainer import run_erasure, start_ray
+    from fade.plan import make_plan
+
+    strategies, counts = args.strategies.split(","), [int(n) for n in args.workers.split(",")]
+    base = load_config(
+        overrides=[
+            f"concepts.names={args.concepts}",
+            f"erase.steps={args.steps}",
+            "erase.early_stop_patience=1000000",  # every run does all its steps
+            "distributed.checkpoint_every=0",
+            "distributed.max_failures=0",
+            "eval.enabled=false",
+            *args.overrides,
+            *(f"distributed.strategy={s}" for s in strategies),  # each one validated
+        ]
+    )
+    make_plan(base)  # a bad concept fails here, before Ray starts
+    widest = dataclasses.replace(base.distributed, num_workers=max(counts))
+    started = start_ray(dataclasses.replace(base, distributed=widest))
+    rows = []
+    try:
+        for strategy in strategies:
+            for workers in counts:
+                distributed = dataclasses.replace(
+                    base.distributed,
+                    strategy=strategy,
+                    num_workers=workers,
+                    run_name=f"scaling-{strategy}-{workers}",
+                )
+                cfg = dataclasses.replace(base, distributed=distributed)
+                wall = time.perf_counter()
+                with tempfile.TemporaryDirectory() as storage:
+                    outcome = run_erasure(cfg, Path(storage))
+                shutil.rmtree(outcome.checkpoint_dir)
+                summary = outcome.metrics
+                rows.append(
+                    (strategy, workers, summary["steps_per_second"], time.perf_counter() - wall)
+                )
+                print(f"  {strategy} x {workers}: {summary['steps_per_second']:.3f} steps/s")
+    finally:
+        if started:
+            ray.shutdown()
+    batch = base.erase.batch_size
+    reference = rows[0][2]
+    print(
+        f"\nerasure loop on {args.concepts}, {args.steps} steps, {batch} prompts per worker and "
+        f"step, {os.cpu_count()} CPUs (workers share them)"
+    )
+    print(
+        f"{'strategy':<9} {'workers':>7} {'steps/s':>8} {'s/step':>7} {'prompts/s':>9} "
+        f"{'vs first':>8} {'run s':>6}"
+    )
+    for strategy, workers, rate, wall in rows:
+        prompts = rate * batch * workers
+        print(
+            f"{strategy:<9} {workers:>7} {rate:>8.3f} {1 / rate:>7.2f} {prompts:>9.1f}"
+            f" {rate / reference:>8.2f} {wall:>6.0f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobs/benchmark.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +397,17 @@ def main(argv: list[str] | None = None) -> int:
     served.add_argument("--concurrency", type=int, default=8)
     served.add_argument("--steps", type=int, default=20)
     served.set_defaults(run=serve_bench)
+    scaled = sub.add_parser(
+        "scaling",
+        help="erasure steps/s for each strategy (ddp, fsdp, zero2, zero3) at 1 and 2 workers",
+        epilog="Extra key=value overrides apply to every run (docs/configuration.md).",
+    )
+    scaled.add_argument("--strategies", default="ddp,fsdp,zero2,zero3")
+    scaled.add_argument("--workers", default="1,2", help="worker counts (default: %(default)s)")
+    scaled.add_argument("--steps", type=int, default=30, help="erasure steps per run")
+    scaled.add_argument("--concepts", default=DEFAULT_TOY_CONCEPT)
+    scaled.add_argument("overrides", nargs="*", metavar="key=value")
+    scaled.set_defaults(run=scaling)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

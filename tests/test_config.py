@@ -65,10 +65,10 @@ def test_yaml_then_overrides_round_trip(tmp_path: Path) -> None:
         "concepts:\n  names: [circle, square]\n"
         "seed: 7\n",
     )
-    cfg = load_config(path, ["erase.t0=0.5", "distributed.strategy=deepspeed"])
+    cfg = load_config(path, ["erase.t0=0.5", "distributed.strategy=zero3"])
     assert cfg.model.path == "my/model" and cfg.model.revision == "abc123"
     assert cfg.erase.lam == 0.5 and cfg.erase.lr == pytest.approx(1e-4)
-    assert cfg.erase.t0 == 0.5 and cfg.distributed.strategy == "deepspeed"
+    assert cfg.erase.t0 == 0.5 and cfg.distributed.strategy == "zero3"
     assert cfg.concepts.names == ["circle", "square"] and cfg.seed == 7
     for name in ("saved.yaml", "saved.json"):
         saved = save_config(cfg, tmp_path / "sub" / name)
@@ -125,7 +125,11 @@ def test_config_to_dict_is_plain_and_json_serialisable() -> None:
         ("model.revision=1.10", lambda c: c.model.revision, "1.10"),  # text kept as typed
         ("concepts.anchor=a person", lambda c: c.concepts.anchor, "a person"),
         ("erase.lora_alpha=8", lambda c: c.erase.lora_alpha, 8.0),
-        ("distributed.zero_stage=3", lambda c: c.distributed.zero_stage, 3),
+        (
+            "distributed.gradient_checkpointing=true",
+            lambda c: c.distributed.gradient_checkpointing,
+            True,
+        ),
         ("erase={t0: 0.7, lam: 0}", lambda c: (c.erase.t0, c.erase.lam), (0.7, 0.0)),
     ],
 )
@@ -184,8 +188,13 @@ def test_validate_config_rejects_bad_programmatic_values() -> None:
             "model.dtype = 'float64' is not allowed: must be one of float32, bfloat16, float16",
         ),
         (
-            "distributed.zero_stage=4",
-            "distributed.zero_stage = 4 is not allowed: must be one of 1, 2, 3",
+            "distributed.strategy=zero1",
+            "distributed.strategy = 'zero1' is not allowed: must be one of ddp, fsdp, zero2, zero3",
+        ),
+        (
+            "distributed.offload=optimizer",
+            "distributed.offload = optimizer is not available with distributed.strategy = ddp: "
+            "must be one of none",
         ),
         ("erase.steps=abc", "erase.steps: expected int, got 'abc'"),
         ("erase.steps=1.5", "erase.steps: expected int, got 1.5"),

@@ -206,16 +206,19 @@ class Backbone(ABC):
         generator: torch.Generator,
         height: int | None = None,
         width: int | None = None,
+        point_generator: torch.Generator | None = None,
     ) -> SampleResult:
         """The model's own state at a random point of a `num_steps` schedule, without grad.
 
         The point is one of the schedule's sigmas, each equally likely, pure noise included:
         a concept's layout is decided in the first steps, so the erasure must train there,
-        and a state at sigma 0 (where x̂0 is the input itself) teaches nothing.
+        and a state at sigma 0 (where x̂0 is the input itself) teaches nothing. The point is
+        drawn from `point_generator` (default: `generator`): sharded models, whose every
+        forward is collective, draw it from one generator shared by all workers.
         """
         height, width = height or self.default_size, width or self.default_size
         _, _, sigmas = self.schedule(num_steps, height, width)
-        index = int(torch.randint(num_steps, (1,), generator=generator))
+        index = int(torch.randint(num_steps, (1,), generator=point_generator or generator))
         if index == 0:
             return SampleResult(noise, float(sigmas[0]))
         # `sample` runs the steps whose sigma lies above sigma_end: exactly `index` of them.

@@ -79,10 +79,6 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if cfg.distributed.strategy != "ddp":
-        raise FadeError(
-            f"distributed.strategy={cfg.distributed.strategy} is not available yet: use ddp"
-        )
     name = cfg.distributed.run_name or "fade-erase"
     storage_path = storage_location(cfg.distributed.storage_path or storage)
     local = not (cfg.distributed.address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())

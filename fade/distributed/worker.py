@@ -2,7 +2,8 @@
 
 The story of the loop, in order: join the process group Ray Train set up, load the backbone on
 this worker's device, resolve the plan, then either locate the concept (saliency averaged over
-workers), attach the adapter and pre-train the discriminator, or, when Ray Train hands over a
+workers), attach the adapter, hand the model to the strategy (ddp, FSDP2, ZeRO) and pre-train
+the discriminator, or, when Ray Train hands over a
 checkpoint (a worker was replaced, or the run was started again under the same name), restore
 all of that from it. Then train with gradients averaged over workers, reporting a checkpoint
 every `distributed.checkpoint_every` steps, and finally rank 0 writes the adapter, the state
@@ -21,13 +22,14 @@ import torch.distributed as dist
 
 from fade.adapters import save_adapter
 from fade.backbones import load_backbone
-from fade.config import config_from_dict
+from fade.config import FadeConfig, config_from_dict
 from fade.distributed.checkpoints import (
     SELECTION_FILE,
     fingerprint,
     read_checkpoint,
     write_checkpoint,
 )
+from fade.distributed.strategies import StrategyOptions, make_strategy
 from fade.erase import Eraser, EraseResult
 from fade.plan import make_plan
 
@@ -84,6 +86,7 @@ def erase_on_worker(loop_config: dict) -> None:
     )
     plan = make_plan(cfg)
     cfg = plan.config
+    reduce = all_reduce_mean if world > 1 else None
     eraser = Eraser(
         backbone,
         plan.prompts,
@@ -92,7 +95,8 @@ def erase_on_worker(loop_config: dict) -> None:
         seed=cfg.seed,
         rank=rank,
         world_size=world,
-        all_reduce_mean=all_reduce_mean if world > 1 else None,
+        all_reduce_mean=reduce,
+        strategy=make_strategy(strategy_options(cfg, context.get_local_rank()), reduce),
     )
     result, pretrain_accuracy, resumed_from = None, None, None
     checkpoint = ray.train.get_checkpoint()
@@ -103,7 +107,7 @@ def erase_on_worker(loop_config: dict) -> None:
             raise ValueError(
                 f"checkpoint {checkpoint.path} comes from an erasure with other settings"
             )
-        eraser.setup(selection)
+        eraser.setup(selection, state["adapter"])
         result = eraser.load_state_dict(state)
         pretrain_accuracy, resumed_from = state.get("pretrain_heldout_accuracy"), result.steps_run
         if rank == 0:
@@ -113,15 +117,18 @@ def erase_on_worker(loop_config: dict) -> None:
         pretrain_accuracy = eraser.pretrain_discriminator()
 
     def state_of(result: EraseResult) -> dict:
+        # Collective (sharded strategies gather): every rank builds it, rank 0 writes it.
         return {**eraser.state_dict(result), "pretrain_heldout_accuracy": pretrain_accuracy}
 
     def save_progress(result: EraseResult) -> None:
+        state = state_of(result)
         _report(
             rank,
             {"steps_run": result.steps_run, "final": False},
-            lambda d: write_checkpoint(d, state_of(result), selection, cfg),
+            lambda d: write_checkpoint(d, state, selection, cfg),
         )
 
+    training_started, steps_before = time.time(), result.steps_run if result else 0
     result = eraser.train(
         progress=rank == 0,
         result=result,
@@ -135,17 +142,39 @@ def erase_on_worker(loop_config: dict) -> None:
         "pretrain_heldout_accuracy": pretrain_accuracy,
         "final_heldout_accuracy": eraser.heldout_accuracy(),
         "train_seconds": round(time.time() - started, 1),
+        # The loop alone (no model loading, ranking or D pre-training): what strategies and
+        # worker counts are compared on (jobs/benchmark.py scaling).
+        "steps_per_second": round(
+            (result.steps_run - steps_before) / max(time.time() - training_started, 1e-9), 3
+        ),
+        "strategy": cfg.distributed.strategy,
         "workers": world,
         "resumed_from_step": resumed_from,
         "final": True,
     }
 
+    state = state_of(result)
+
     def write_final(directory: Path) -> None:
-        write_checkpoint(directory, state_of(result), selection, cfg)
-        save_adapter(backbone, directory / "adapter")
+        write_checkpoint(directory, state, selection, cfg)
+        # Whole weights, gathered by the strategy (a sharded module holds only its shard).
+        save_adapter(backbone, directory / "adapter", weights=state["adapter"])
         history = [vars(log) for log in result.history]
         (directory / TRAINING_LOG).write_text(
             json.dumps({"summary": summary, "history": history}, indent=2)
         )
 
     _report(rank, summary, write_final)
+
+
+def strategy_options(cfg: FadeConfig, local_rank: int = 0) -> StrategyOptions:
+    d = cfg.distributed
+    bf16 = d.mixed_precision == "bf16" or (d.mixed_precision == "auto" and d.use_gpu)
+    return StrategyOptions(
+        name=d.strategy,
+        offload=d.offload,
+        bf16=bf16,
+        gradient_checkpointing=d.gradient_checkpointing,
+        batch_size=cfg.erase.batch_size,
+        local_rank=local_rank,
+    )

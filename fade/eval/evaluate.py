@@ -141,6 +141,7 @@ def eval_sets(cfg: FadeConfig, plan: RunPlan) -> EvalSets:
         neutral_count=cfg.eval.fd_samples,
         per_concept=cfg.eval.images_per_concept,
         per_neighbour=cfg.eval.images_per_neighbour,
+        retained_concepts=cfg.eval.neighbours_per_category,
     )
 
 

@@ -161,8 +161,6 @@ def run_sweep(cfg: FadeConfig, space_path: Path) -> SweepOutcome:
     started = time.time()
     space = load_space(space_path, cfg)
     plan = make_plan(cfg)  # unknown concepts and the like fail here, before Ray starts
-    if cfg.distributed.strategy != "ddp":
-        raise FadeError(f"distributed.strategy={cfg.distributed.strategy} is not available yet")
     check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
     default_point = space.default_point(plan.config) if cfg.tune.include_default else None
     name = sweep_name(cfg, [spec.name for spec in plan.concepts])

@@ -1,0 +1,213 @@
+"""Every strategy computes the same erasure as ddp, and resumes any strategy's checkpoint.
+
+Two gloo processes train a tiny FLUX for a few steps under ddp, FSDP2, ZeRO-2 and ZeRO-3 with
+the same trajectory points on every worker (what FSDP and ZeRO-3 need anyway). The adapter,
+AdamW's moments and the losses must match ddp's to float precision, the adapter file written
+under sharding must hold whole tensors that `load_lora_weights` accepts, and a checkpoint
+written under ddp must resume under each strategy to the same state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from fade.config import load_config
+from fade.errors import ConfigError
+
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
+WORLD = 2
+FIRST_STEPS, TOTAL_STEPS = 3, 5
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _eraser(strategy: str, rank: int):
+    from fade.backbones import wrap_pipeline
+    from fade.concepts import build_prompt_sets
+    from fade.distributed.strategies import StrategyOptions, make_strategy
+    from fade.distributed.worker import all_reduce_mean
+    from fade.erase import Eraser
+    from tests.test_erase_loop import SPEC, TINY_ERASE
+    from tests.tiny import TINY_SIZE, tiny_flux_pipeline
+
+    pipeline = tiny_flux_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=8, n_retain=2, seed=0)
+    options = StrategyOptions(strategy, batch_size=2, local_rank=rank)
+    held = make_strategy(options, all_reduce_mean)
+    held.lockstep = True  # ddp too: the same trajectory points as the sharded strategies
+    config = dataclasses.replace(TINY_ERASE, steps=TOTAL_STEPS, eval_every=100)
+    return Eraser(
+        wrap_pipeline(pipeline),
+        prompts,
+        config,
+        size=(TINY_SIZE, TINY_SIZE),
+        rank=rank,
+        world_size=WORLD,
+        all_reduce_mean=all_reduce_mean,
+        strategy=held,
+    )
+
+
+def _train_and_resume(rank: int, strategy: str, port: int, out: str, resume_from: str) -> None:
+    """One worker: train FIRST_STEPS steps and save the state and adapter; then, in a fresh
+    model, resume `resume_from` (ddp's first state) to TOTAL_STEPS and save that state."""
+    from fade.adapters import save_adapter
+    from fade.erase import EraseResult
+
+    warnings.filterwarnings("ignore")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        out_dir = Path(out)
+        eraser = _eraser(strategy, rank)
+        eraser.setup()
+        eraser.pretrain_discriminator(1)
+        eraser.config = dataclasses.replace(eraser.config, steps=FIRST_STEPS)
+        result = eraser.train(progress=False)
+        state = eraser.state_dict(result)
+        if rank == 0:
+            save_adapter(eraser.backbone, out_dir / "adapter", weights=state["adapter"])
+            torch.save({**state, "selected": eraser.selection.selected}, out_dir / "first.pt")
+        dist.barrier()
+
+        saved = torch.load(Path(resume_from) / "first.pt", weights_only=False)
+        resumed = _eraser(strategy, rank)
+        resumed.setup(eraser.selection, saved["adapter"])
+        partial: EraseResult = resumed.load_state_dict(saved)
+        done = resumed.train(progress=False, result=partial)
+        final = resumed.state_dict(done)
+        if rank == 0:
+            torch.save(final, out_dir / "resumed.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def strategy_runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("strategies")
+    runs = {}
+    for strategy in STRATEGIES:  # ddp first: the others resume its checkpoint
+        runs[strategy] = root / strategy
+        runs[strategy].mkdir()
+        args = (strategy, _free_port(), str(runs[strategy]), str(root / "ddp"))
+        mp.spawn(_train_and_resume, args=args, nprocs=WORLD)
+    return runs
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[name] - b[name]).abs().max()) for name in a)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES[1:])
+def test_each_strategy_trains_exactly_what_ddp_trains(strategy_runs, strategy) -> None:
+    ddp = torch.load(strategy_runs["ddp"] / "first.pt", weights_only=False)
+    other = torch.load(strategy_runs[strategy] / "first.pt", weights_only=False)
+    assert other["selected"] == ddp["selected"]
+    assert [log["loss"] for log in other["history"]] == pytest.approx(
+        [log["loss"] for log in ddp["history"]], rel=1e-5
+    )
+    assert _max_difference(other["adapter"], ddp["adapter"]) < 1e-6
+    assert max(float(v.abs().max()) for v in other["adapter"].values()) > 1e-3  # it moved
+    assert other["optimizer"]["step"] == ddp["optimizer"]["step"] == FIRST_STEPS
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert _max_difference(other["optimizer"][key], ddp["optimizer"][key]) < 1e-6
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES[1:])
+def test_a_ddp_checkpoint_resumes_under_each_strategy(strategy_runs, strategy) -> None:
+    ddp = torch.load(strategy_runs["ddp"] / "resumed.pt", weights_only=False)
+    other = torch.load(strategy_runs[strategy] / "resumed.pt", weights_only=False)
+    assert other["steps_run"] == ddp["steps_run"] == TOTAL_STEPS
+    assert other["optimizer"]["step"] == TOTAL_STEPS
+    assert _max_difference(other["adapter"], ddp["adapter"]) < 1e-6
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert _max_difference(other["optimizer"][key], ddp["optimizer"][key]) < 1e-6
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "zero3"])
+def test_a_sharded_adapter_file_is_whole_and_loads_in_diffusers(strategy_runs, strategy) -> None:
+    """Saved without gathering, ZeRO-3 and FSDP write empty or partial tensors."""
+    from safetensors.torch import load_file
+
+    from fade.adapters import WEIGHT_NAME
+    from tests.tiny import tiny_flux_pipeline
+
+    written = load_file(strategy_runs[strategy] / "adapter" / WEIGHT_NAME)
+    reference = load_file(strategy_runs["ddp"] / "adapter" / WEIGHT_NAME)
+    assert written.keys() == reference.keys() and written
+    for name, tensor in written.items():
+        assert tensor.numel() > 0 and tensor.shape == reference[name].shape, name
+    assert _max_difference(written, reference) < 1e-6
+    pipeline = tiny_flux_pipeline()
+    pipeline.load_lora_weights(str(strategy_runs[strategy] / "adapter"), adapter_name="fade")
+    loaded = {n: p for n, p in pipeline.transformer.named_parameters() if ".fade." in n}
+    assert len(loaded) == len(written)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("distributed.offload=optimizer", "not available with distributed.strategy = ddp"),
+        (
+            "distributed.strategy=zero2 distributed.offload=parameters",
+            "must be one of none, optimizer",
+        ),
+        ("distributed.strategy=fsdp distributed.offload=optimizer", "none, parameters"),
+    ],
+)
+def test_offload_a_strategy_cannot_do_is_one_line(override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=override.split())
+
+
+def test_zero3_through_ray_train_writes_a_whole_adapter(ray_session, tmp_path) -> None:
+    """The product path: Ray Train's process group, DeepSpeed inside it, the adapter gathered
+    from its partitions and written by rank 0, loadable by plain diffusers."""
+    from diffusers import FluxPipeline
+    from safetensors.torch import load_file
+
+    from fade.adapters import WEIGHT_NAME
+    from fade.backbones.loading import resolve_model_path
+    from fade.run import erase
+
+    out = tmp_path / "zero3"
+    run = erase(
+        load_config(
+            overrides=[
+                "concepts.names=velmora",
+                "erase.steps=6",
+                "erase.disc_pretrain_steps=2",
+                "erase.batch_size=2",
+                "concepts.prompts_per_concept=8",
+                "distributed.num_workers=2",
+                "distributed.strategy=zero3",
+                "eval.enabled=false",
+                f"output.dir={out}",
+            ]
+        )
+    )
+    training = json.loads((run.path / "manifest.json").read_text())["training"]
+    assert (training["strategy"], training["workers"], training["steps_run"]) == ("zero3", 2, 6)
+    weights = load_file(run.path / "adapter" / WEIGHT_NAME)
+    assert weights and all(t.numel() > 0 for t in weights.values())
+    assert any(float(t.abs().max()) > 0 for n, t in weights.items() if "lora_B" in n)  # trained
+    pipeline = FluxPipeline.from_pretrained(resolve_model_path("toy"), local_files_only=True)
+    pipeline.load_lora_weights(str(run.path / "adapter"), adapter_name="fade")
+    loaded = {n: p for n, p in pipeline.transformer.named_parameters() if ".fade." in n}
+    assert len(loaded) == len(weights)
