@@ -150,11 +150,11 @@ class DistributedConfig:
     #: How workers are placed on nodes (Ray placement strategies): PACK fills nodes first,
     #: SPREAD spreads when it can, STRICT_SPREAD puts every worker on its own node.
     placement_strategy: str = _f("PACK", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
-    #: CPU offload: "optimizer" keeps AdamW's state in host memory (zero2, zero3);
-    #: "parameters" also the weights (zero3, fsdp).
+    #: DeepSpeed's CPU offload, GPU only: "optimizer" keeps AdamW's state in host memory
+    #: (zero2, zero3); "parameters" also the weights (zero3).
     offload: str = _f("none", choices=("none", "optimizer", "parameters"))
     #: bf16 compute with float32 adapter weights and optimizer state under fsdp, zero2 and
-    #: zero3 (ddp computes in model.dtype); auto: bf16 on GPU, fp32 on CPU.
+    #: zero3 (ddp computes in model.dtype); auto: bf16 on GPU when model.dtype is bfloat16.
     mixed_precision: str = _f("auto", choices=("auto", "bf16", "fp32"))
     #: Recompute each block's activations in backward instead of keeping them (FLUX at 1024²
     #: needs it; it costs about a third more compute).
@@ -460,9 +460,22 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "") -> FadeConfig
     if not isinstance(data, Mapping):
         raise ConfigError(f"config{where} must be a mapping of sections, got {type(data).__name__}")
     raw = config_to_dict(FadeConfig())
-    for key, value in data.items():
+    for key, value in _upgrade(data).items():
         _set(raw, str(key), value, where)
     return _build(raw)
+
+
+def _upgrade(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Read settings written before a key was retired (run directories keep their config):
+    `distributed.strategy: deepspeed` with `zero_stage` became `zero2` / `zero3`."""
+    distributed = data.get("distributed")
+    if not isinstance(distributed, Mapping) or "zero_stage" not in distributed:
+        return data
+    distributed = dict(distributed)
+    stage = distributed.pop("zero_stage")
+    if distributed.get("strategy") == "deepspeed":
+        distributed["strategy"] = "zero3" if stage == 3 else "zero2"
+    return {**data, "distributed": distributed}
 
 
 def _build(raw: Mapping[str, Any]) -> FadeConfig:
@@ -474,25 +487,39 @@ def _build(raw: Mapping[str, Any]) -> FadeConfig:
         _check(key, value, meta)
         (values[section] if section else top)[leaf] = value
     sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
-    _check_offload(sections["distributed"])
+    _check_distributed(sections["distributed"], sections["model"])
     return FadeConfig(**sections, **top)
 
 
-#: What each strategy can move to host memory.
+#: What each strategy can move to host memory (DeepSpeed's offload; FSDP2's has not run on a
+#: GPU here, so it is not offered).
 _OFFLOADS = {
     "ddp": ("none",),
-    "fsdp": ("none", "parameters"),
+    "fsdp": ("none",),
     "zero2": ("none", "optimizer"),
     "zero3": ("none", "optimizer", "parameters"),
 }
 
 
-def _check_offload(distributed: DistributedConfig) -> None:
+def _check_distributed(distributed: DistributedConfig, model: ModelConfig) -> None:
+    """Combinations of strategy, offload and precision that cannot run."""
     allowed = _OFFLOADS[distributed.strategy]
     if distributed.offload not in allowed:
         raise ConfigError(
             f"distributed.offload = {distributed.offload} is not available with "
             f"distributed.strategy = {distributed.strategy}: must be one of {', '.join(allowed)}"
+        )
+    if distributed.offload != "none" and not distributed.use_gpu:
+        raise ConfigError(
+            "distributed.offload moves state from the GPU to host memory: it needs "
+            "distributed.use_gpu = true"
+        )
+    zero = distributed.strategy in ("zero2", "zero3")
+    if zero and distributed.mixed_precision == "bf16" and model.dtype != "bfloat16":
+        # DeepSpeed casts the denoiser to bf16 but not the text encoders' outputs.
+        raise ConfigError(
+            f"distributed.mixed_precision = bf16 with distributed.strategy = "
+            f"{distributed.strategy} needs model.dtype = bfloat16 (got {model.dtype})"
         )
 
 
@@ -600,6 +627,8 @@ _LOCATION_KEYS = {
         "checkpoint_every",
         "max_failures",
         "placement_strategy",
+        "offload",
+        "gradient_checkpointing",
     ),
 }
 

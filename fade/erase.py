@@ -104,6 +104,7 @@ class Eraser:
         """Rank the modules (or take `selection` and the `adapter` weights of a resumed run),
         attach LoRA, hand the model to the strategy, build D."""
         cfg = self.config
+        self.strategy.configure(self.backbone.denoiser)
         self.selection = selection or locate_concept(
             self.backbone,
             self.prompts.target,
@@ -132,6 +133,8 @@ class Eraser:
         self.discriminator = ConceptDiscriminator(channels, len(self.prompts.concepts))
         self.discriminator.to(self.backbone.device)
         self.strategy.prepare(self.backbone.denoiser, named, cfg.lr)
+        if adapter is not None:
+            self.strategy.restore(adapter)
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.disc_lr)
         return self.selection
 

@@ -295,7 +295,7 @@ def scaling(args: argparse.Namespace) -> None:
 
     import ray
 
-    from fade.config import load_config
+    from fade.config import load_config, validate_config
     from fade.distributed.trainer import run_erasure, start_ray
     from fade.plan import make_plan
 
@@ -309,32 +309,34 @@ def scaling(args: argparse.Namespace) -> None:
             "distributed.max_failures=0",
             "eval.enabled=false",
             *args.overrides,
-            *(f"distributed.strategy={s}" for s in strategies),  # each one validated
         ]
     )
-    make_plan(base)  # a bad concept fails here, before Ray starts
+    runs = {}
+    for strategy in strategies:  # every combination validated before Ray starts
+        for workers in counts:
+            distributed = dataclasses.replace(
+                base.distributed,
+                strategy=strategy,
+                num_workers=workers,
+                storage_path=None,  # a fresh folder per run: a rerun must not resume
+                run_name=f"scaling-{strategy}-{workers}",
+            )
+            runs[strategy, workers] = validate_config(
+                dataclasses.replace(base, distributed=distributed)
+            )
+    make_plan(base)  # a bad concept fails here too
     widest = dataclasses.replace(base.distributed, num_workers=max(counts))
     started = start_ray(dataclasses.replace(base, distributed=widest))
     rows = []
     try:
-        for strategy in strategies:
-            for workers in counts:
-                distributed = dataclasses.replace(
-                    base.distributed,
-                    strategy=strategy,
-                    num_workers=workers,
-                    run_name=f"scaling-{strategy}-{workers}",
-                )
-                cfg = dataclasses.replace(base, distributed=distributed)
-                wall = time.perf_counter()
-                with tempfile.TemporaryDirectory() as storage:
-                    outcome = run_erasure(cfg, Path(storage))
-                shutil.rmtree(outcome.checkpoint_dir)
-                summary = outcome.metrics
-                rows.append(
-                    (strategy, workers, summary["steps_per_second"], time.perf_counter() - wall)
-                )
-                print(f"  {strategy} x {workers}: {summary['steps_per_second']:.3f} steps/s")
+        for (strategy, workers), cfg in runs.items():
+            wall = time.perf_counter()
+            with tempfile.TemporaryDirectory() as storage:
+                outcome = run_erasure(cfg, Path(storage))
+            shutil.rmtree(outcome.checkpoint_dir)
+            rate = outcome.metrics["steps_per_second"]
+            rows.append((strategy, workers, rate, time.perf_counter() - wall))
+            print(f"  {strategy} x {workers}: {rate:.3f} steps/s", flush=True)
     finally:
         if started:
             ray.shutdown()

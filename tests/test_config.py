@@ -320,3 +320,11 @@ def test_every_setting_is_documented() -> None:
         keys = [section] if not isinstance(values, dict) else [f"{section}.{k}" for k in values]
         for key in keys:
             assert f"`{key}`" in doc, f"{key} is missing from docs/configuration.md"
+
+
+def test_a_config_written_before_the_strategies_were_renamed_still_loads() -> None:
+    """Run directories keep their config.yaml; `zero_stage` and `deepspeed` were retired."""
+    old = {"distributed": {"strategy": "deepspeed", "zero_stage": 3, "num_workers": 4}}
+    cfg = config_from_dict(old)
+    assert (cfg.distributed.strategy, cfg.distributed.num_workers) == ("zero3", 4)
+    assert config_from_dict({"distributed": {"zero_stage": 2}}).distributed.strategy == "ddp"

@@ -35,7 +35,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _eraser(strategy: str, rank: int):
+def _eraser(strategy: str, rank: int, world: int = WORLD):
     from fade.backbones import wrap_pipeline
     from fade.concepts import build_prompt_sets
     from fade.distributed.strategies import StrategyOptions, make_strategy
@@ -57,7 +57,7 @@ def _eraser(strategy: str, rank: int):
         config,
         size=(TINY_SIZE, TINY_SIZE),
         rank=rank,
-        world_size=WORLD,
+        world_size=world,
         all_reduce_mean=all_reduce_mean,
         strategy=held,
     )
@@ -93,6 +93,28 @@ def _train_and_resume(rank: int, strategy: str, port: int, out: str, resume_from
         final = resumed.state_dict(done)
         if rank == 0:
             torch.save(final, out_dir / "resumed.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _round_trip(rank: int, world: int, port: int, checkpoint: str, out: str) -> None:
+    """One of `world` workers: load ddp's 2-worker checkpoint under each strategy and read
+    the state straight back (ZeRO-3 pads tensors whose size the worker count does not
+    divide, and FSDP2 shards them unevenly)."""
+    warnings.filterwarnings("ignore")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        saved = torch.load(Path(checkpoint), weights_only=False)
+        from fade.saliency import SaliencySelection
+
+        for strategy in STRATEGIES[1:]:
+            eraser = _eraser(strategy, rank, world)
+            selection = SaliencySelection(selected=saved["selected"], scores={}, sparsity=0.3)
+            eraser.setup(selection, saved["adapter"])
+            state = eraser.state_dict(eraser.load_state_dict(saved))
+            if rank == 0:
+                torch.save(state, Path(out) / f"{strategy}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -140,6 +162,20 @@ def test_a_ddp_checkpoint_resumes_under_each_strategy(strategy_runs, strategy) -
         assert _max_difference(other["optimizer"][key], ddp["optimizer"][key]) < 1e-6
 
 
+def test_a_checkpoint_loads_whole_on_three_workers_under_each_strategy(
+    strategy_runs, tmp_path
+) -> None:
+    args = (3, _free_port(), str(strategy_runs["ddp"] / "first.pt"), str(tmp_path))
+    mp.spawn(_round_trip, args=args, nprocs=3)
+    saved = torch.load(strategy_runs["ddp"] / "first.pt", weights_only=False)
+    for strategy in STRATEGIES[1:]:
+        state = torch.load(tmp_path / f"{strategy}.pt", weights_only=False)
+        assert _max_difference(state["adapter"], saved["adapter"]) == 0.0, strategy
+        assert state["optimizer"]["step"] == saved["optimizer"]["step"], strategy
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert _max_difference(state["optimizer"][key], saved["optimizer"][key]) == 0.0
+
+
 @pytest.mark.parametrize("strategy", ["fsdp", "zero3"])
 def test_a_sharded_adapter_file_is_whole_and_loads_in_diffusers(strategy_runs, strategy) -> None:
     """Saved without gathering, ZeRO-3 and FSDP write empty or partial tensors."""
@@ -165,10 +201,15 @@ def test_a_sharded_adapter_file_is_whole_and_loads_in_diffusers(strategy_runs, s
     [
         ("distributed.offload=optimizer", "not available with distributed.strategy = ddp"),
         (
-            "distributed.strategy=zero2 distributed.offload=parameters",
+            "distributed.strategy=zero2 distributed.offload=parameters distributed.use_gpu=true",
             "must be one of none, optimizer",
         ),
-        ("distributed.strategy=fsdp distributed.offload=optimizer", "none, parameters"),
+        ("distributed.strategy=fsdp distributed.offload=optimizer", "must be one of none$"),
+        ("distributed.strategy=zero3 distributed.offload=optimizer", "needs distributed.use_gpu"),
+        (
+            "distributed.strategy=zero3 distributed.mixed_precision=bf16",
+            "needs model.dtype = bfloat16",
+        ),
     ],
 )
 def test_offload_a_strategy_cannot_do_is_one_line(override, message) -> None:

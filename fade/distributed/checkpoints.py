@@ -1,11 +1,11 @@
 """Erasure checkpoints: what a resumed or restarted run continues from.
 
-A checkpoint folder holds `state.pt` (adapter weights by parameter name, both optimizers, the
-discriminator, the loop's position and log; torch.save of plain tensors and numbers, loaded
-with weights_only), `saliency.json` (the module selection, so a resumed run attaches LoRA to
-exactly the same modules) and `progress.json` (the step and the settings' fingerprint). Under
-data parallelism every worker holds the same replicated state, so a checkpoint written by
-rank 0 resumes on any worker count.
+A checkpoint folder holds `state.pt` (whole adapter weights and AdamW moments by parameter
+name, the discriminator and its optimizer, the loop's position and log; torch.save of plain
+tensors and numbers, loaded with weights_only), `saliency.json` (the module selection, so a
+resumed run attaches LoRA to exactly the same modules) and `progress.json` (the step and the
+settings' fingerprint). Every strategy gathers its shards into that form before rank 0 writes
+it (fade/distributed/strategies.py), so a checkpoint resumes on any worker count and strategy.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ SELECTION_FILE = "saliency.json"
 PROGRESS_FILE = "progress.json"
 #: Sections that do not change what training computes: a checkpoint resumes across them.
 _NOT_TRAINING = ("distributed", "output", "eval", "tune", "serve")
+#: Bumped when state.pt's layout changes: older checkpoints are then refused as another run's.
+FORMAT = 2
 
 
 def fingerprint(cfg: FadeConfig) -> str:
@@ -32,6 +34,7 @@ def fingerprint(cfg: FadeConfig) -> str:
     image size, which lives with the evaluation's settings, is)."""
     data = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_TRAINING}
     data["size"] = [cfg.eval.height, cfg.eval.width]
+    data["checkpoint_format"] = FORMAT
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

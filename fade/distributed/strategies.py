@@ -37,8 +37,8 @@ MOMENTS = ("exp_avg", "exp_avg_sq")
 @dataclass(frozen=True)
 class StrategyOptions:
     name: str = "ddp"
-    #: "none", "optimizer" (ZeRO: AdamW state in host memory) or "parameters" (ZeRO-3, FSDP:
-    #: frozen weights too).
+    #: "none", "optimizer" (ZeRO: AdamW state in host memory) or "parameters" (ZeRO-3: the
+    #: weights too).
     offload: str = "none"
     #: bf16 compute with float32 adapter weights and optimizer state.
     bf16: bool = False
@@ -69,11 +69,15 @@ class AdapterStrategy:
         self.options = options or StrategyOptions()
         self.all_reduce_mean = all_reduce_mean
 
+    def configure(self, denoiser: nn.Module) -> None:
+        """Model-wide settings, applied before the saliency pass (itself a forward and backward
+        through the whole denoiser)."""
+        if self.options.gradient_checkpointing:
+            denoiser.enable_gradient_checkpointing()
+
     def prepare(self, denoiser: nn.Module, named: dict[str, nn.Parameter], lr: float) -> None:
         """Take the model with its adapter attached (and already holding resumed weights) and
         build the optimizer; `named` are the adapter's parameters."""
-        if self.options.gradient_checkpointing:
-            denoiser.enable_gradient_checkpointing()
         self.denoiser = denoiser
         self.named = named
         self.optimizer = torch.optim.AdamW(list(named.values()), lr=lr, weight_decay=0.0)
@@ -95,19 +99,24 @@ class AdapterStrategy:
         """Adapter weights by name, whole, on the CPU (collective)."""
         return {name: self.full(p).cpu().clone() for name, p in self.named.items()}
 
+    def restore(self, adapter: dict[str, torch.Tensor]) -> None:
+        """After `prepare`: put resumed weights where the optimizer keeps its own copy."""
+
     def optimizer_state(self) -> dict:
-        """AdamW's step and moments by parameter name, whole, on the CPU (collective)."""
+        """AdamW's step and moments by parameter name, whole, on the CPU (collective). A
+        parameter that has had no gradient yet has no moments: zeros stand in."""
         states = [self.optimizer.state.get(p) for p in self.named.values()]
-        if not all(states):
+        started = [s for s in states if s]
+        if not started:
             return empty_optimizer_state()
-        step = int(float(states[0]["step"]))
         moments = {
             key: {
-                n: self.full(s[key]).cpu().clone() for n, s in zip(self.named, states, strict=True)
+                name: self.full(state[key] if state else torch.zeros_like(p)).cpu().clone()
+                for (name, p), state in zip(self.named.items(), states, strict=True)
             }
             for key in MOMENTS
         }
-        return {"step": step, **moments}
+        return {"step": int(float(started[0]["step"])), **moments}
 
     def load_optimizer_state(self, state: dict) -> None:
         if not state["step"]:
@@ -131,10 +140,8 @@ class FullyShardedStrategy(AdapterStrategy):
     def prepare(self, denoiser: nn.Module, named: dict[str, nn.Parameter], lr: float) -> None:
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        if self.options.gradient_checkpointing:
-            denoiser.enable_gradient_checkpointing()
         device = next(denoiser.parameters()).device
         mesh = init_device_mesh(device.type, (dist.get_world_size(),))
         settings = {"mesh": mesh}
@@ -142,8 +149,6 @@ class FullyShardedStrategy(AdapterStrategy):
             settings["mp_policy"] = MixedPrecisionPolicy(
                 param_dtype=torch.bfloat16, reduce_dtype=torch.float32
             )
-        if self.options.offload == "parameters":
-            settings["offload_policy"] = CPUOffloadPolicy()
         for block in shardable_blocks(denoiser):
             fully_shard(block, **settings)
         fully_shard(denoiser, **settings)
@@ -205,8 +210,6 @@ class DeepSpeedStrategy(AdapterStrategy):
         # Ray Train (like torchrun) has set up the process group; DeepSpeed joins it but
         # insists on the launcher's LOCAL_RANK.
         os.environ.setdefault("LOCAL_RANK", str(self.options.local_rank))
-        if self.options.gradient_checkpointing:
-            denoiser.enable_gradient_checkpointing()
         params = list(named.values())
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         self.engine, *_ = deepspeed.initialize(
@@ -218,6 +221,40 @@ class DeepSpeedStrategy(AdapterStrategy):
         self.denoiser, self.named = denoiser, named
         # ZeRO's optimizer wraps torch's: the moments live on its flat fp32 partitions.
         self.optimizer = self.engine.optimizer.optimizer
+
+    def restore(self, adapter: dict[str, torch.Tensor]) -> None:
+        # With bf16 the engine has cast the module, and built its float32 master copy from
+        # the rounded values: put the checkpoint's own float32 weights there.
+        for name, parameter in self.named.items():
+            self._set_whole(parameter, adapter[name])
+
+    def _set_whole(self, parameter: nn.Parameter, value: torch.Tensor, key: str | None = None):
+        """Write a whole tensor into this worker's part of a parameter's float32 master copy
+        (`key` None) or of its AdamW state."""
+        from deepspeed.utils import (
+            safe_set_full_fp32_param,
+            safe_set_full_optimizer_state,
+            safe_set_local_fp32_param,
+            safe_set_local_optimizer_state,
+        )
+
+        value = value.float()
+        if self.stage != 3:
+            if key is None:
+                return safe_set_full_fp32_param(parameter, value)
+            return safe_set_full_optimizer_state(parameter, value, key)
+        # ZeRO-3 pads each parameter to a multiple of the worker count, and its own whole-
+        # tensor setter then reads past the end on the last worker: cut this worker's padded
+        # slice here and set it locally.
+        import torch.distributed as dist
+
+        size = parameter.ds_tensor.numel()
+        padded = torch.zeros(size * dist.get_world_size(), dtype=torch.float32)
+        padded[: value.numel()] = value.flatten()
+        local = padded.narrow(0, size * dist.get_rank(), size)
+        if key is None:
+            return safe_set_local_fp32_param(parameter, local)
+        return safe_set_local_optimizer_state(parameter, local, key)
 
     def update(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
@@ -244,8 +281,6 @@ class DeepSpeedStrategy(AdapterStrategy):
         return {"step": int(float(flat[0]["step"])), **moments}
 
     def load_optimizer_state(self, state: dict) -> None:
-        from deepspeed.utils import safe_set_full_optimizer_state
-
         if not state["step"]:
             return
         # torch's AdamW creates its state at the first step; create it now, then fill it.
@@ -259,7 +294,7 @@ class DeepSpeedStrategy(AdapterStrategy):
             self.engine.optimizer._lazy_init_hp_params_optimizer_state()
         for name, parameter in self.named.items():
             for key in MOMENTS:
-                safe_set_full_optimizer_state(parameter, state[key][name].float(), key)
+                self._set_whole(parameter, state[key][name], key)
 
     def _flat_partitions(self) -> list[torch.Tensor]:
         """This worker's flat float32 partitions, on which ZeRO runs torch's AdamW (the

@@ -135,6 +135,7 @@ def erase_on_worker(loop_config: dict) -> None:
         checkpoint=save_progress,
         checkpoint_every=cfg.distributed.checkpoint_every,
     )
+    loop_seconds = max(time.time() - training_started, 1e-9)
     summary = {
         "steps_run": result.steps_run,
         "nodes": _distinct_nodes(world),
@@ -144,9 +145,7 @@ def erase_on_worker(loop_config: dict) -> None:
         "train_seconds": round(time.time() - started, 1),
         # The loop alone (no model loading, ranking or D pre-training): what strategies and
         # worker counts are compared on (jobs/benchmark.py scaling).
-        "steps_per_second": round(
-            (result.steps_run - steps_before) / max(time.time() - training_started, 1e-9), 3
-        ),
+        "steps_per_second": round((result.steps_run - steps_before) / loop_seconds, 3),
         "strategy": cfg.distributed.strategy,
         "workers": world,
         "resumed_from_step": resumed_from,
@@ -169,7 +168,8 @@ def erase_on_worker(loop_config: dict) -> None:
 
 def strategy_options(cfg: FadeConfig, local_rank: int = 0) -> StrategyOptions:
     d = cfg.distributed
-    bf16 = d.mixed_precision == "bf16" or (d.mixed_precision == "auto" and d.use_gpu)
+    on_gpu_in_bf16 = d.use_gpu and cfg.model.dtype == "bfloat16"
+    bf16 = d.mixed_precision == "bf16" or (d.mixed_precision == "auto" and on_gpu_in_bf16)
     return StrategyOptions(
         name=d.strategy,
         offload=d.offload,
