@@ -133,7 +133,8 @@ class Eraser:
         self.discriminator = ConceptDiscriminator(channels, len(self.prompts.concepts))
         self.discriminator.to(self.backbone.device)
         self.strategy.prepare(self.backbone.denoiser, named, cfg.lr)
-        if adapter is not None:
+        self.resumed = adapter is not None
+        if self.resumed:
             self.strategy.restore(adapter)
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.disc_lr)
         return self.selection
@@ -163,6 +164,8 @@ class Eraser:
     def load_state_dict(self, state: dict) -> EraseResult:
         """Restore the optimizers, D and the loop after `setup(selection, state["adapter"])`;
         returns the result so far."""
+        if not self.resumed:
+            raise ValueError("load_state_dict needs setup(selection, state['adapter']) first")
         self.strategy.load_optimizer_state(state["optimizer"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])

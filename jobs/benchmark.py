@@ -285,6 +285,17 @@ def serve_bench(args: argparse.Namespace) -> None:
     )
 
 
+def worker_counts(text: str) -> list[int]:
+    """`--workers 1,2` as numbers (argparse turns the error into a one-line usage error)."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
+    return counts
+
+
 def scaling(args: argparse.Namespace) -> None:
     """Each strategy at each worker count runs the same erasure loop through Ray Train, one
     after another on one Ray; the loop's own steps/s comes from the workers' summary (model
@@ -299,7 +310,7 @@ def scaling(args: argparse.Namespace) -> None:
     from fade.distributed.trainer import run_erasure, start_ray
     from fade.plan import make_plan
 
-    strategies, counts = args.strategies.split(","), [int(n) for n in args.workers.split(",")]
+    strategies, counts = args.strategies.split(","), args.workers
     base = load_config(
         overrides=[
             f"concepts.names={args.concepts}",
@@ -404,10 +415,20 @@ def main(argv: list[str] | None = None) -> int:
         help="erasure steps/s for each strategy (ddp, fsdp, zero2, zero3) at 1 and 2 workers",
         epilog="Extra key=value overrides apply to every run (docs/configuration.md).",
     )
-    scaled.add_argument("--strategies", default="ddp,fsdp,zero2,zero3")
-    scaled.add_argument("--workers", default="1,2", help="worker counts (default: %(default)s)")
-    scaled.add_argument("--steps", type=int, default=30, help="erasure steps per run")
-    scaled.add_argument("--concepts", default=DEFAULT_TOY_CONCEPT)
+    scaled.add_argument(
+        "--strategies",
+        default="ddp,fsdp,zero2,zero3",
+        help="comma-separated (default: %(default)s)",
+    )
+    scaled.add_argument(
+        "--workers", type=worker_counts, default="1,2", help="worker counts (default: 1,2)"
+    )
+    scaled.add_argument(
+        "--steps", type=int, default=30, help="erasure steps per run (default: %(default)s)"
+    )
+    scaled.add_argument(
+        "--concepts", default=DEFAULT_TOY_CONCEPT, help="concept(s) to erase (default: %(default)s)"
+    )
     scaled.add_argument("overrides", nargs="*", metavar="key=value")
     scaled.set_defaults(run=scaling)
     args = parser.parse_args(argv)

@@ -156,3 +156,17 @@ def test_an_interrupted_run_says_what_was_kept_and_exits_130(capsys) -> None:
     assert capsys.readouterr().err == (
         "interrupted: the erasure was stopped (checkpoints kept in X: the same command resumes)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "1,x"], "expected numbers like 1,2"),
+        (["--strategies", "ddp,zero9"], "distributed.strategy = 'zero9' is not allowed"),
+    ],
+)
+def test_the_scaling_benchmark_refuses_mistakes_in_one_line(args, message) -> None:
+    """Every combination is validated before Ray starts."""
+    done = run_job("scaling", *args, script="benchmark.py")
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 5

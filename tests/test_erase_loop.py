@@ -151,6 +151,15 @@ def test_unset_settings_come_from_the_recipe() -> None:
         "all",
         1.0,
     )
+    assert eraser.config.steps == 400  # the floor; 40 per concept above ten concepts
+
+
+def test_the_mass_recipe_gives_each_concept_its_steps() -> None:
+    from fade.recipes import resolve_erase
+
+    assert resolve_erase(EraseConfig(), False, concepts=10).steps == 400
+    assert resolve_erase(EraseConfig(), False, concepts=30).steps == 1200
+    assert resolve_erase(EraseConfig(steps=50), False, concepts=30).steps == 50
 
 
 def test_a_checkpoint_restores_the_loop_and_training_goes_on_from_its_step(tmp_path) -> None:

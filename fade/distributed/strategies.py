@@ -24,13 +24,13 @@ rank calls it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-Moments = dict[str, dict[str, torch.Tensor]]
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
@@ -149,6 +149,10 @@ class FullyShardedStrategy(AdapterStrategy):
             settings["mp_policy"] = MixedPrecisionPolicy(
                 param_dtype=torch.bfloat16, reduce_dtype=torch.float32
             )
+        # diffusers' FLUX blocks return views, which FSDP2 warns could lose its pre-backward
+        # hook under an in-place op. None follows here: tests/test_strategies.py finds the
+        # gradients identical to ddp's.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view")
         for block in shardable_blocks(denoiser):
             fully_shard(block, **settings)
         fully_shard(denoiser, **settings)
