@@ -454,31 +454,41 @@ def _set(data: dict[str, Any], key: str, value: Any, where: str = "") -> None:
     (data[section] if section else data)[leaf] = value
 
 
-def config_from_dict(data: Mapping[str, Any], *, source: str = "") -> FadeConfig:
-    """Build and validate a config from a (possibly partial) nested mapping over the defaults."""
+def config_from_dict(
+    data: Mapping[str, Any], *, source: str = "", combinations: bool = True
+) -> FadeConfig:
+    """Build and validate a config from a (possibly partial) nested mapping over the defaults.
+
+    `combinations=False` leaves the checks across settings (strategy, offload, precision) to
+    a later step: a YAML file may rely on overrides that come after it."""
     where = f" in {source}" if source else ""
     if not isinstance(data, Mapping):
         raise ConfigError(f"config{where} must be a mapping of sections, got {type(data).__name__}")
     raw = config_to_dict(FadeConfig())
     for key, value in _upgrade(data).items():
         _set(raw, str(key), value, where)
-    return _build(raw)
+    return _build(raw, combinations)
 
 
 def _upgrade(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Read settings written before a key was retired (run directories keep their config):
     `distributed.strategy: deepspeed` with `zero_stage` became `zero2` / `zero3`."""
     distributed = data.get("distributed")
-    if not isinstance(distributed, Mapping) or "zero_stage" not in distributed:
+    retired = (
+        "zero_stage" in distributed or distributed.get("strategy") == "deepspeed"
+        if isinstance(distributed, Mapping)
+        else False
+    )
+    if not retired:
         return data
     distributed = dict(distributed)
-    stage = distributed.pop("zero_stage")
+    stage = distributed.pop("zero_stage", 2)  # 2 was the old default
     if distributed.get("strategy") == "deepspeed":
         distributed["strategy"] = "zero3" if stage == 3 else "zero2"
     return {**data, "distributed": distributed}
 
 
-def _build(raw: Mapping[str, Any]) -> FadeConfig:
+def _build(raw: Mapping[str, Any], combinations: bool = True) -> FadeConfig:
     values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     top: dict[str, Any] = {}
     for key, (hint, meta) in _SCHEMA.items():
@@ -487,7 +497,8 @@ def _build(raw: Mapping[str, Any]) -> FadeConfig:
         _check(key, value, meta)
         (values[section] if section else top)[leaf] = value
     sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
-    _check_distributed(sections["distributed"], sections["model"])
+    if combinations:
+        _check_distributed(sections["distributed"], sections["model"])
     return FadeConfig(**sections, **top)
 
 
@@ -596,7 +607,7 @@ def load_config(
                 f"config file {path} must contain a mapping of sections "
                 f"(model, concepts, erase, ...), got {type(data).__name__}"
             )
-        cfg = config_from_dict(data, source=str(path))
+        cfg = config_from_dict(data, source=str(path), combinations=False)
     return apply_overrides(cfg, overrides)
 
 

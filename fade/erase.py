@@ -80,6 +80,7 @@ class Eraser:
         self.seed = seed
         self.all_reduce_mean = all_reduce_mean if world_size > 1 else None
         self.strategy = strategy or AdapterStrategy(all_reduce_mean=self.all_reduce_mean)
+        self.resumed = False  # set by setup(): whether it was handed a checkpoint's adapter
         # Same split on every worker; each then trains on its own shard of the training rows.
         split = torch.Generator().manual_seed(seed)
         rows = torch.randperm(len(prompts.target), generator=split).tolist()

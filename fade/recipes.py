@@ -1,7 +1,7 @@
 """Recipes: the settings a run leaves unset (null) are filled from the recipe its task needs.
 
-Why two recipes: removing a concept and redirecting it to a surrogate are different edits, and
-one setting serves both badly (measured on the toy world, docs/erasure.md):
+Why several recipes: removing a concept, redirecting it to a surrogate and removing many at once
+are different edits, and one setting serves them badly (measured on the toy world, docs/erasure.md):
 
 - **remove** (one concept, no surrogate): an adapter on the denoiser's blocks, pushed away
   from the concept by negative guidance (η = 6) with a light adversary, erases a shape in 60

@@ -320,6 +320,7 @@ def scaling(args: argparse.Namespace) -> None:
             "distributed.max_failures=0",
             "eval.enabled=false",
             *args.overrides,
+            f"distributed.strategy={strategies[0]}",  # offload etc. are checked per strategy
         ]
     )
     runs = {}

@@ -328,3 +328,15 @@ def test_a_config_written_before_the_strategies_were_renamed_still_loads() -> No
     cfg = config_from_dict(old)
     assert (cfg.distributed.strategy, cfg.distributed.num_workers) == ("zero3", 4)
     assert config_from_dict({"distributed": {"zero_stage": 2}}).distributed.strategy == "ddp"
+    assert config_from_dict({"distributed": {"strategy": "deepspeed"}}).distributed.strategy == (
+        "zero2"
+    )
+
+
+def test_a_yaml_may_rely_on_overrides_for_a_valid_combination(tmp_path) -> None:
+    path = tmp_path / "zero.yaml"
+    path.write_text("distributed:\n  strategy: zero3\n  offload: optimizer\n")
+    cfg = load_config(path, ["distributed.use_gpu=true"])
+    assert (cfg.distributed.offload, cfg.distributed.use_gpu) == ("optimizer", True)
+    with pytest.raises(ConfigError, match=r"needs distributed\.use_gpu"):
+        load_config(path)

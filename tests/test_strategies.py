@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ from fade.errors import ConfigError
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 WORLD = 2
 FIRST_STEPS, TOTAL_STEPS = 3, 5
+#: A collective that some worker never joins fails after this instead of gloo's 30 minutes.
+TIMEOUT = timedelta(seconds=120)
 
 
 def _free_port() -> int:
@@ -71,7 +74,7 @@ def _train_and_resume(rank: int, strategy: str, port: int, out: str, resume_from
 
     warnings.filterwarnings("ignore")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=TIMEOUT)
     try:
         out_dir = Path(out)
         eraser = _eraser(strategy, rank)
@@ -103,7 +106,7 @@ def _round_trip(rank: int, world: int, port: int, checkpoint: str, out: str) -> 
     divide, and FSDP2 shards them unevenly)."""
     warnings.filterwarnings("ignore")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=TIMEOUT)
     try:
         saved = torch.load(Path(checkpoint), weights_only=False)
         from fade.saliency import SaliencySelection
@@ -145,7 +148,8 @@ def test_each_strategy_trains_exactly_what_ddp_trains(strategy_runs, strategy) -
         [log["loss"] for log in ddp["history"]], rel=1e-5
     )
     assert _max_difference(other["adapter"], ddp["adapter"]) < 1e-6
-    assert max(float(v.abs().max()) for v in other["adapter"].values()) > 1e-3  # it moved
+    trained = [v for name, v in other["adapter"].items() if "lora_B" in name]  # B starts at 0
+    assert trained and max(float(v.abs().max()) for v in trained) > 1e-4
     assert other["optimizer"]["step"] == ddp["optimizer"]["step"] == FIRST_STEPS
     for key in ("exp_avg", "exp_avg_sq"):
         assert _max_difference(other["optimizer"][key], ddp["optimizer"][key]) < 1e-6
@@ -238,6 +242,7 @@ def test_zero3_through_ray_train_writes_a_whole_adapter(ray_session, tmp_path) -
                 "concepts.prompts_per_concept=8",
                 "distributed.num_workers=2",
                 "distributed.strategy=zero3",
+                "distributed.max_failures=0",  # an error fails the test, not four retries
                 "eval.enabled=false",
                 f"output.dir={out}",
             ]

@@ -227,8 +227,9 @@ class DeepSpeedStrategy(AdapterStrategy):
         self.optimizer = self.engine.optimizer.optimizer
 
     def restore(self, adapter: dict[str, torch.Tensor]) -> None:
-        # With bf16 the engine has cast the module, and built its float32 master copy from
-        # the rounded values: put the checkpoint's own float32 weights there.
+        # The module got the checkpoint's weights before `prepare`, but with bf16 the engine
+        # has cast it and built its float32 master copy from the rounded values: put the
+        # checkpoint's own float32 weights there (the next step copies them to the module).
         for name, parameter in self.named.items():
             self._set_whole(parameter, adapter[name])
 
@@ -252,6 +253,10 @@ class DeepSpeedStrategy(AdapterStrategy):
         # slice here and set it locally.
         import torch.distributed as dist
 
+        if value.numel() != parameter.ds_numel:
+            raise ValueError(
+                f"checkpoint tensor of {value.numel()} values for {parameter.ds_numel}"
+            )
         size = parameter.ds_tensor.numel()
         padded = torch.zeros(size * dist.get_world_size(), dtype=torch.float32)
         padded[: value.numel()] = value.flatten()

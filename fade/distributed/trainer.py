@@ -66,8 +66,9 @@ def check_resumable(storage_path: str, name: str, cfg: FadeConfig) -> tuple[str,
     if progress["fingerprint"] != fingerprint(cfg):
         raise FadeError(
             f"{storage_path.rstrip('/')}/{name} holds checkpoints of an erasure with other "
-            "settings: rerun with the same settings to resume it, or delete that folder (or "
-            "choose another distributed.run_name) to start over"
+            "settings (or of an older FADE's checkpoint format): rerun with the same settings "
+            "to resume it, or delete that folder (or choose another distributed.run_name) to "
+            "start over"
         )
     return folder, progress["steps_run"]
 
