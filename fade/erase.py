@@ -25,7 +25,7 @@ from fade.backbones import Backbone, Conditioning
 from fade.concepts import PromptSets
 from fade.config import EraseConfig
 from fade.discriminator import ConceptDiscriminator, discriminator_loss
-from fade.distributed.strategies import AdapterStrategy
+from fade.distributed.strategies import AdapterStrategy, average_gradients
 from fade.losses import (
     base_prediction,
     distillation_loss,
@@ -328,18 +328,9 @@ class Eraser:
         )
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._sync(self.discriminator.parameters())
+        average_gradients(self.discriminator.parameters(), self.all_reduce_mean)
         self.disc_optimizer.step()
         return float(loss.detach())
-
-    def _sync(self, parameters) -> None:
-        """Average gradients over workers (what DDP does), so every replica stays identical."""
-        if self.all_reduce_mean is None:
-            return
-        for parameter in parameters:
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
-            self.all_reduce_mean(parameter.grad)
 
     def _mean_scores(self, scores: dict[str, float]) -> dict[str, float]:
         values = torch.tensor(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
@@ -32,17 +33,6 @@ PORT_OPTIONS = (
     "--object-manager-port",
     "--ray-client-server-port",
 )
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
 
 
 def _stop_own_head(temp_dir: str) -> None:
@@ -76,7 +66,7 @@ def _stop_own_head(temp_dir: str) -> None:
 def ray_head():
     # Short: Ray's socket paths live under it and must stay under 108 characters.
     temp_dir = tempfile.mkdtemp(prefix="fade-head-", dir="/tmp")
-    ports = dict(zip(PORT_OPTIONS, _free_ports(len(PORT_OPTIONS)), strict=True))
+    ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS)), strict=True))
     command = [RAY, "start", "--head", f"--temp-dir={temp_dir}", "--num-cpus=3"]
     command += [f"{option}={port}" for option, port in ports.items()]
     command += ["--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats"]

@@ -12,7 +12,6 @@ import base64
 import io
 import os
 import signal
-import socket
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ from fade.config import load_config
 from fade.serve.loadtest import run_load
 from fade.serve.runner import TOY_ADAPTER_ID, ensure_toy_adapter, start
 from tests import test_report
+from tests.ports import free_port
 
 chromium = test_report.browser
 
@@ -36,12 +36,6 @@ BUILD = [
     "eval.fd_samples=16",
     "eval.images_per_neighbour=4",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +54,7 @@ def server(registry):
 
     common = [
         f"serve.registry=[{registry}]",
-        f"serve.port={_free_port()}",
+        f"serve.port={free_port()}",
         f"serve.request_timeout_s={TIMEOUT_S}",
         "serve.max_count=4",
         "serve.max_size=64",

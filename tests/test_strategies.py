@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -24,18 +23,13 @@ import torch.multiprocessing as mp
 
 from fade.config import load_config
 from fade.errors import ConfigError
+from tests.ports import free_port
 
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 WORLD = 2
 FIRST_STEPS, TOTAL_STEPS = 3, 5
 #: A collective that some worker never joins fails after this instead of gloo's 30 minutes.
 TIMEOUT = timedelta(seconds=120)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _eraser(strategy: str, rank: int, world: int = WORLD):
@@ -129,7 +123,7 @@ def strategy_runs(tmp_path_factory) -> dict[str, Path]:
     for strategy in STRATEGIES:  # ddp first: the others resume its checkpoint
         runs[strategy] = root / strategy
         runs[strategy].mkdir()
-        args = (strategy, _free_port(), str(runs[strategy]), str(root / "ddp"))
+        args = (strategy, free_port(), str(runs[strategy]), str(root / "ddp"))
         mp.spawn(_train_and_resume, args=args, nprocs=WORLD)
     return runs
 
@@ -169,7 +163,7 @@ def test_a_ddp_checkpoint_resumes_under_each_strategy(strategy_runs, strategy) -
 def test_a_checkpoint_loads_whole_on_three_workers_under_each_strategy(
     strategy_runs, tmp_path
 ) -> None:
-    args = (3, _free_port(), str(strategy_runs["ddp"] / "first.pt"), str(tmp_path))
+    args = (3, free_port(), str(strategy_runs["ddp"] / "first.pt"), str(tmp_path))
     mp.spawn(_round_trip, args=args, nprocs=3)
     saved = torch.load(strategy_runs["ddp"] / "first.pt", weights_only=False)
     for strategy in STRATEGIES[1:]:

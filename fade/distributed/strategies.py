@@ -49,6 +49,17 @@ class StrategyOptions:
     local_rank: int = 0
 
 
+def average_gradients(parameters, all_reduce_mean: Callable[[torch.Tensor], None] | None) -> None:
+    """Average gradients over workers (what DDP does), so every replica stays identical; a
+    parameter without a gradient on this worker contributes zeros."""
+    if all_reduce_mean is None:
+        return
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        all_reduce_mean(parameter.grad)
+
+
 def empty_optimizer_state() -> dict:
     return {"step": 0, **{key: {} for key in MOMENTS}}
 
@@ -85,11 +96,7 @@ class AdapterStrategy:
     def update(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.all_reduce_mean is not None:
-            for parameter in self.named.values():
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
-                self.all_reduce_mean(parameter.grad)
+        average_gradients(self.named.values(), self.all_reduce_mean)
         self.optimizer.step()
 
     def full(self, parameter: torch.Tensor) -> torch.Tensor:
