@@ -250,3 +250,22 @@ def test_a_stopped_run_resumes_on_fewer_workers(short_run, tmp_path, capsys) -> 
     assert training["resumed_from_step"] >= 20 and training["workers"] == 1, training
     assert "from step" in capsys.readouterr().out
     _erases_as_well_as(result, short_run)
+
+
+def test_the_cleaners_state_api_warning_is_dropped_and_nothing_else(caplog) -> None:
+    import logging
+
+    from fade.distributed.trainer import (
+        _CLEANER_LOGGER,
+        _STATE_API_WARNING,
+        quiet_state_api_warnings,
+    )
+
+    quiet_state_api_warnings()
+    cleaner = logging.getLogger(_CLEANER_LOGGER)
+    with caplog.at_level(logging.WARNING, logger=_CLEANER_LOGGER):
+        cleaner.warning(_STATE_API_WARNING + ". State API may be temporarily unavailable.")
+        cleaner.warning("Failed to clean up placement group: boom")
+    assert [record.getMessage() for record in caplog.records] == [
+        "Failed to clean up placement group: boom"
+    ]

@@ -46,8 +46,25 @@ def start_ray(cfg: FadeConfig, extra_cpus: float = 0) -> bool:
         num_cpus=max(math.ceil(needed), os.cpu_count() or 1),
         include_dashboard=False,
         log_to_driver=True,
+        runtime_env={"worker_process_setup_hook": quiet_state_api_warnings},
     )
     return True
+
+
+#: Ray Train's placement-group cleaner asks the State API, which lives in the dashboard, whether
+#: the controller is alive, once a second; a local Ray started without the dashboard (see
+#: start_ray) answers with this warning every time, a third of a run's log.
+_STATE_API_WARNING = "Failed to query Ray Train Controller actor state"
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_state_api_warnings() -> None:
+    """Runs in every worker of a local Ray: drops the cleaner's State API warning, and only it."""
+    import logging
+
+    logging.getLogger(_CLEANER_LOGGER).addFilter(
+        lambda record: not record.getMessage().startswith(_STATE_API_WARNING)
+    )
 
 
 def storage_location(path: str | Path) -> str:
