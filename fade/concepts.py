@@ -24,7 +24,7 @@ import difflib
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -307,7 +307,8 @@ class PromptSets:
     discriminator, "none" being K). ``surrogate`` is empty when no concept has a surrogate; a
     concept without one uses its neutral prompt there. ``synonyms`` holds prompts built only from
     synonyms (generality), labelled by ``synonyms_concept_of``. ``retain`` (P_r) never mentions
-    an erased concept.
+    an erased concept. ``contrast[i]`` is row i's sentence with a same-category neighbour in
+    the concept's place ("a red diamond" -> "a red circle"), or "" where no neighbour exists.
     """
 
     concepts: list[ConceptSpec]
@@ -321,6 +322,7 @@ class PromptSets:
     synonyms_concept_of: list[int]
     retain: list[str]
     seed: int
+    contrast: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -380,8 +382,11 @@ def build_prompt_sets(
         rng = random.Random(f"{seed}/{spec.name}")
         templates = _templates_apart(spec, concepts)
         rows = _draw([(t, term) for t in templates for term in spec.terms], n_per_concept, rng)
+        neighbours = _neighbours(spec, concepts, catalog)
+        contrast_rng = random.Random(f"{seed}/{spec.name}/contrast")  # leaves `rng`'s draws be
         for template, term in rows:
             sets.target.append(render_prompt(template, spec.phrase_for(term)))
+            sets.contrast.append(_contrast(template, neighbours, concepts, contrast_rng))
             sets.neutral.append(render_prompt(template, spec.anchor))
             if any_surrogate:
                 other = spec.surrogate_phrase
@@ -397,6 +402,33 @@ def build_prompt_sets(
         concepts, catalog, n_retain, random.Random(f"{seed}/retain"), neighbour_share
     )
     return sets
+
+
+def _neighbours(
+    spec: ConceptSpec, erased: Sequence[ConceptSpec], catalog: Catalog | None
+) -> list[ConceptSpec]:
+    """The catalog's other concepts of `spec`'s category that are not erased."""
+    erased_keys = {_key(term) for other in erased for term in other.terms}
+    return [
+        other
+        for other in catalog or ()
+        if other.category == spec.category
+        and erased_keys.isdisjoint(_key(term) for term in other.terms)
+    ]
+
+
+def _contrast(
+    template: str,
+    neighbours: Sequence[ConceptSpec],
+    erased: Sequence[ConceptSpec],
+    rng: random.Random,
+) -> str:
+    """`template` with a random neighbour's name in the concept's place ("" without one)."""
+    if not neighbours:
+        return ""
+    neighbour = neighbours[rng.randrange(len(neighbours))]
+    prompt = render_prompt(template, neighbour.phrase_for(neighbour.name))
+    return "" if any(mentions(prompt, spec) for spec in erased) else prompt
 
 
 def _templates_apart(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> tuple[str, ...]:

@@ -102,6 +102,10 @@ class EraseConfig:
     #: the adapter is changed on: only the concept's prompts may behave differently there.
     #: null: the recipe's (on for remove and redirect, off for mass).
     paired_preservation: bool | None = None
+    #: What paired preservation holds at the concept's states: "retain" (random retain
+    #: prompts) or "neighbours" (the concept's own sentence with a same-category neighbour in
+    #: its place: "a red diamond" -> "a red circle"). null: the recipe's.
+    paired_prompts: str | None = _f(None, choices=("retain", "neighbours"))
     #: Top fraction of candidate modules (by saliency) that get LoRA; 1.0 = "w/o saliency".
     #: null: the recipe's (0.5 remove and redirect, 1.0 mass).
     sparsity: float | None = _f(None, range=(0, 1), low_open=True)

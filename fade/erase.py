@@ -60,6 +60,21 @@ class EraseResult:
     at_chance: int = 0
 
 
+def split_rows(count: int, seed: int, heldout_fraction: float = 0.2) -> tuple[list[int], list[int]]:
+    """Held-out and training rows of `count` prompt rows: a seeded permutation, so the driver
+    and every worker draw the same split."""
+    split = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(count, generator=split).tolist()
+    held = max(1, int(count * heldout_fraction)) if count > 1 else 0
+    return rows[:held], rows[held:] or rows
+
+
+def stride_shard(rows: list[int], rank: int, world_size: int) -> list[int]:
+    """Worker `rank`'s share of the training rows: every `world_size`-th from `rank` (the rows
+    are already a random permutation, so each share is a random sample of every concept)."""
+    return rows[rank::world_size]
+
+
 class Eraser:
     def __init__(
         self,
@@ -73,7 +88,10 @@ class Eraser:
         all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
         heldout_fraction: float = 0.2,
         strategy: AdapterStrategy | None = None,
+        shard: list[int] | None = None,
     ):
+        """`shard`: this worker's training rows, as Ray Data handed them out
+        (fade/distributed/prompts.py); None: every `world_size`-th from `rank`, the same rows."""
         self.backbone, self.prompts, self.size = backbone, prompts, size
         # Settings left null come from the recipe (remove, or redirect to a surrogate).
         self.config = resolve_erase(config, prompts.has_surrogate, len(prompts.concepts))
@@ -82,11 +100,10 @@ class Eraser:
         self.strategy = strategy or AdapterStrategy(all_reduce_mean=self.all_reduce_mean)
         self.resumed = False  # set by setup(): whether it was handed a checkpoint's adapter
         # Same split on every worker; each then trains on its own shard of the training rows.
-        split = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(len(prompts.target), generator=split).tolist()
-        held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
-        self.heldout_rows, train_rows = rows[:held], rows[held:] or rows
-        self.train_rows = train_rows[rank::world_size] or train_rows
+        self.heldout_rows, train_rows = split_rows(len(prompts.target), seed, heldout_fraction)
+        if shard is None:
+            shard = stride_shard(train_rows, rank, world_size)
+        self.train_rows = shard or train_rows
         self.generator = torch.Generator().manual_seed(seed * 1009 + rank)
         # Under FSDP and ZeRO-3 every forward gathers weights from all workers, so all must
         # sample the same number of steps: the trajectory point then comes from a generator
@@ -245,7 +262,7 @@ class Eraser:
         if cfg.lam:
             preserve = self._preservation(neutral, neutral_x0)
             if cfg.paired_preservation and self.prompts.retain:
-                preserve = preserve + self._paired_preservation(z, sigma)
+                preserve = preserve + self._paired_preservation(z, sigma, rows)
         loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
         self.strategy.update(loss)
         d_loss = 0.0
@@ -284,12 +301,20 @@ class Eraser:
             loss = loss + preservation_loss(self.backbone, z_retain, sigma, retain, self.size)
         return loss
 
-    def _paired_preservation(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """L_pres for retain prompts at the concept's own states: on exactly the states where
+    def _paired_preservation(
+        self, z: torch.Tensor, sigma: torch.Tensor, rows: list[int]
+    ) -> torch.Tensor:
+        """L_pres for other prompts at the concept's own states: on exactly the states where
         the adapter is taught to change the concept's prediction, every other prompt's must
-        stay, so the change can only follow the prompt."""
+        stay, so the change can only follow the prompt. The other prompts are random retain
+        prompts, or (paired_prompts = neighbours) each row's sentence with a neighbour in the
+        concept's place, which differs from the concept's prompt in that one word only."""
         picks = self._randint(len(self.prompts.retain), len(z)).tolist()
-        retain = self.backbone.encode([self.prompts.retain[i] for i in picks])
+        prompts = [self.prompts.retain[i] for i in picks]
+        if self.config.paired_prompts == "neighbours" and self.prompts.contrast:
+            contrast = [self.prompts.contrast[row] for row in rows]
+            prompts = [mine or theirs for mine, theirs in zip(contrast, prompts, strict=True)]
+        retain = self.backbone.encode(prompts)
         return preservation_loss(self.backbone, z, sigma, retain, self.size)
 
     def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,7 +59,8 @@ class RunPlan:
             f"{len(self.prompts.retain)} retain",
             f"recipe       {erase.recipe}",
             f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0} "
-            f"eta={erase.negative_guidance} paired_preservation={erase.paired_preservation}",
+            f"eta={erase.negative_guidance} paired_preservation={erase.paired_preservation} "
+            f"({erase.paired_prompts})",
             f"adapter      {erase.candidates} projections, sparsity={erase.sparsity} "
             f"rank={erase.lora_rank} steps={erase.steps}",
             f"distributed  {cfg.distributed.strategy} x {cfg.distributed.num_workers} workers",

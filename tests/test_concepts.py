@@ -359,6 +359,28 @@ def test_retain_never_mentions_erased_concepts(catalog_name: str, erase: list[st
     assert set(catalog.retain) & set(sets.retain)
 
 
+def test_contrast_prompts_put_a_neighbour_in_the_concepts_place() -> None:
+    catalog = load_catalog("toy")
+    concepts = catalog.select(["diamond", "square", "velmora"])
+    sets = build_prompt_sets(concepts, catalog, n_per_concept=16, n_retain=8, seed=2)
+    assert len(sets.contrast) == len(sets.target)
+    for row, prompt in enumerate(sets.contrast):
+        assert prompt, sets.target[row]
+        spec = concepts[sets.concept_of[row]]
+        template = sets.template_of[row]
+        options = [
+            render_prompt(template, other.phrase_for(other.name))
+            for other in catalog
+            if other.category == spec.category and other not in concepts
+        ]
+        assert prompt in options
+        assert not any(mentions(prompt, erased) for erased in concepts)
+    alone = build_prompt_sets(concepts, None, n_per_concept=4, n_retain=8, seed=2)
+    assert alone.contrast == [""] * len(alone.target)  # no catalog, no neighbours
+    again = build_prompt_sets(concepts, catalog, n_per_concept=16, n_retain=8, seed=2)
+    assert again.contrast == sets.contrast and again.synonyms == sets.synonyms
+
+
 def test_retain_without_catalog_uses_generic_captions() -> None:
     sets = build_prompt_sets([ConceptSpec("tree")], None, n_per_concept=3, n_retain=5, seed=0)
     assert len(sets.retain) == 5 and set(sets.retain) <= set(GENERIC_RETAIN)

@@ -255,7 +255,7 @@ def test_a_stopped_run_resumes_on_fewer_workers(short_run, tmp_path, capsys) -> 
 def test_the_cleaners_state_api_warning_is_dropped_and_nothing_else(caplog) -> None:
     import logging
 
-    from fade.distributed.trainer import (
+    from fade.distributed.ray_logs import (
         _CLEANER_LOGGER,
         _STATE_API_WARNING,
         quiet_state_api_warnings,

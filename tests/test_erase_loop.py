@@ -116,11 +116,39 @@ def test_paired_preservation_holds_retain_prompts_at_the_concepts_states() -> No
     eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
     eraser.setup()
     z, sigma = eraser._trajectory_state(backbone.encode(prompts.target[:2]))
-    assert float(eraser._paired_preservation(z, sigma).detach()) == 0.0
+    assert float(eraser._paired_preservation(z, sigma, [0, 1]).detach()) == 0.0
     with torch.no_grad():
         for p in eraser.strategy.named.values():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.3)
-    assert float(eraser._paired_preservation(z, sigma).detach()) > 0.0
+    assert float(eraser._paired_preservation(z, sigma, [0, 1]).detach()) > 0.0
+
+
+@pytest.mark.parametrize("paired_prompts", ["retain", "neighbours"])
+def test_paired_preservation_holds_the_prompts_it_is_told_to(paired_prompts, monkeypatch) -> None:
+    """neighbours: each row's own sentence with a neighbour in the concept's place; a row
+    without one falls back to a retain prompt. retain: retain prompts only."""
+    from fade.catalog import load_catalog
+
+    catalog = load_catalog("toy")
+    prompts = build_prompt_sets([catalog.get("diamond")], catalog, n_per_concept=4, n_retain=8)
+    prompts.contrast[1] = ""
+    backbone = wrap_pipeline(tiny_flux_pipeline())
+    config = dataclasses.replace(
+        TINY_ERASE, paired_preservation=True, paired_prompts=paired_prompts
+    )
+    eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
+    eraser.setup()
+    z, sigma = eraser._trajectory_state(backbone.encode(prompts.target[:3]))
+    encoded: list[list[str]] = []
+    encode = backbone.encode
+    monkeypatch.setattr(backbone, "encode", lambda texts: encoded.append(texts) or encode(texts))
+    eraser._paired_preservation(z, sigma, [2, 1, 0])
+    (held,) = encoded
+    if paired_prompts == "neighbours":
+        assert held[0] == prompts.contrast[2] and held[2] == prompts.contrast[0]
+        assert held[1] in prompts.retain
+    else:
+        assert all(prompt in prompts.retain for prompt in held)
 
 
 def test_unset_settings_come_from_the_recipe() -> None:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from fade.config import FadeConfig, config_to_dict
 from fade.distributed.checkpoints import fingerprint, latest_progress
+from fade.distributed.ray_logs import quiet_state_api_warnings
 from fade.distributed.worker import erase_on_worker
 from fade.errors import FadeError, Interrupted
+from fade.plan import make_plan
 
 
 @dataclass
@@ -46,25 +48,9 @@ def start_ray(cfg: FadeConfig, extra_cpus: float = 0) -> bool:
         num_cpus=max(math.ceil(needed), os.cpu_count() or 1),
         include_dashboard=False,
         log_to_driver=True,
-        runtime_env={"worker_process_setup_hook": quiet_state_api_warnings},
+        runtime_env={"worker_process_setup_hook": quiet_state_api_warnings},  # ray_logs.py
     )
     return True
-
-
-#: Ray Train's placement-group cleaner asks the State API, which lives in the dashboard, whether
-#: the controller is alive, once a second; a local Ray started without the dashboard (see
-#: start_ray) answers with this warning every time, a third of a run's log.
-_STATE_API_WARNING = "Failed to query Ray Train Controller actor state"
-_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
-
-
-def quiet_state_api_warnings() -> None:
-    """Runs in every worker of a local Ray: drops the cleaner's State API warning, and only it."""
-    import logging
-
-    logging.getLogger(_CLEANER_LOGGER).addFilter(
-        lambda record: not record.getMessage().startswith(_STATE_API_WARNING)
-    )
 
 
 def storage_location(path: str | Path) -> str:
@@ -94,6 +80,7 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
     """Run the TorchTrainer; raises FadeError with the workers' error on failure. Checkpoints
     go to `distributed.storage_path` (else `storage`) under `distributed.run_name`."""
     import ray
+    import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -110,10 +97,21 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
     if resume is not None:
         print(f"resuming {name} from step {resume[1]} ({resume[0]})", flush=True)
     started_here = start_ray(cfg)
+    # A few hundred prompt rows read once: Ray Data's progress bars would only clutter the log.
+    # The trainer hands the workers a copy of this context; the setting is restored below.
+    data_context = ray.data.DataContext.get_current()
+    progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False
     try:
+        from fade.distributed.prompts import PROMPTS, PromptShards, prompt_dataset
+
+        prompts, shard_sizes = prompt_dataset(
+            make_plan(cfg).prompts, cfg.seed, cfg.distributed.num_workers
+        )
         trainer = TorchTrainer(
             erase_on_worker,
             train_loop_config={"fade": config_to_dict(cfg)},
+            datasets={PROMPTS: prompts},
+            dataset_config=PromptShards(shard_sizes),
             scaling_config=ScalingConfig(
                 num_workers=cfg.distributed.num_workers,
                 use_gpu=cfg.distributed.use_gpu,
@@ -143,5 +141,6 @@ def run_erasure(cfg: FadeConfig, storage: Path) -> TrainOutcome:
             shutil.copytree(directory, local, dirs_exist_ok=True)
         return TrainOutcome(local, dict(result.metrics or {}))
     finally:
+        data_context.enable_progress_bars = progress_bars
         if started_here:
             ray.shutdown()

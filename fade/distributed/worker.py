@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from fade.adapters import save_adapter
 from fade.backbones import load_backbone
+from fade.concepts import PromptSets
 from fade.config import FadeConfig, config_from_dict
 from fade.distributed.checkpoints import (
     SELECTION_FILE,
@@ -67,6 +68,20 @@ def _distinct_nodes(world: int) -> int:
     return len(set(nodes))
 
 
+def _prompt_shard(prompts: PromptSets) -> list[int] | None:
+    """This worker's training rows from the trainer's prompt dataset (None when the trainer
+    was given none: the Eraser then picks the same rows itself)."""
+    import ray.train
+
+    from fade.distributed.prompts import PROMPTS, shard_rows
+
+    try:
+        shard = ray.train.get_dataset_shard(PROMPTS)
+    except KeyError:
+        return None
+    return None if shard is None else shard_rows(shard, prompts)
+
+
 def erase_on_worker(loop_config: dict) -> None:
     """`train_loop_per_worker` of the TorchTrainer; `loop_config["fade"]` is the FadeConfig dict."""
     import ray.train
@@ -87,6 +102,7 @@ def erase_on_worker(loop_config: dict) -> None:
     plan = make_plan(cfg)
     cfg = plan.config
     reduce = all_reduce_mean if world > 1 else None
+    shard = _prompt_shard(plan.prompts)
     eraser = Eraser(
         backbone,
         plan.prompts,
@@ -97,6 +113,7 @@ def erase_on_worker(loop_config: dict) -> None:
         world_size=world,
         all_reduce_mean=reduce,
         strategy=make_strategy(strategy_options(cfg, context.get_local_rank()), reduce),
+        shard=shard,
     )
     result, pretrain_accuracy, resumed_from = None, None, None
     checkpoint = ray.train.get_checkpoint()
