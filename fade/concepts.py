@@ -378,11 +378,12 @@ def build_prompt_sets(
         raise ConceptError(f"concept {dup!r} is listed twice")
     sets = PromptSets(list(concepts), [], [], [], [], [], [], [], [], [], seed)
     any_surrogate = any(spec.surrogate is not None for spec in concepts)
+    retained = _retained(concepts, catalog)
     for index, spec in enumerate(concepts):
         rng = random.Random(f"{seed}/{spec.name}")
         templates = _templates_apart(spec, concepts)
         rows = _draw([(t, term) for t in templates for term in spec.terms], n_per_concept, rng)
-        neighbours = _neighbours(spec, concepts, catalog)
+        neighbours = [other for other in retained if other.category == spec.category]
         contrast_rng = random.Random(f"{seed}/{spec.name}/contrast")  # leaves `rng`'s draws be
         for template, term in rows:
             sets.target.append(render_prompt(template, spec.phrase_for(term)))
@@ -404,17 +405,10 @@ def build_prompt_sets(
     return sets
 
 
-def _neighbours(
-    spec: ConceptSpec, erased: Sequence[ConceptSpec], catalog: Catalog | None
-) -> list[ConceptSpec]:
-    """The catalog's other concepts of `spec`'s category that are not erased."""
-    erased_keys = {_key(term) for other in erased for term in other.terms}
-    return [
-        other
-        for other in catalog or ()
-        if other.category == spec.category
-        and erased_keys.isdisjoint(_key(term) for term in other.terms)
-    ]
+def _retained(erased: Sequence[ConceptSpec], catalog: Catalog | None) -> list[ConceptSpec]:
+    """The catalog's concepts that share no name or synonym with an erased concept."""
+    erased_keys = {_key(term) for spec in erased for term in spec.terms}
+    return [spec for spec in catalog or () if erased_keys.isdisjoint(_key(t) for t in spec.terms)]
 
 
 def _contrast(
@@ -485,7 +479,6 @@ def _retain_prompts(
 
     Catalog concepts sharing a name or synonym with an erased concept are not retained at all.
     """
-    erased_keys = {_key(term) for spec in erased for term in spec.terms}
 
     def keep(prompt: str) -> bool:
         return not any(mentions(prompt, spec) for spec in erased)
@@ -495,11 +488,10 @@ def _retain_prompts(
     erased_categories = {spec.category for spec in erased}
     neighbours: list[list[str]] = []  # same category: where an erasure spills over first
     others: list[list[str]] = []
-    for spec in catalog or ():
-        if erased_keys.isdisjoint(_key(term) for term in spec.terms):
-            prompts = {render_prompt(t, p) for t in spec.templates for p in spec.phrases}
-            stream = [p for p in sorted(prompts) if keep(p)]
-            (neighbours if spec.category in erased_categories else others).append(stream)
+    for spec in _retained(erased, catalog):
+        prompts = {render_prompt(t, p) for t in spec.templates for p in spec.phrases}
+        stream = [p for p in sorted(prompts) if keep(p)]
+        (neighbours if spec.category in erased_categories else others).append(stream)
     for stream in (caption_stream, *neighbours, *others):
         rng.shuffle(stream)
     rng.shuffle(neighbours)
