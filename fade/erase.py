@@ -261,7 +261,7 @@ class Eraser:
         preserve = zero
         if cfg.lam:
             preserve = self._preservation(neutral, neutral_x0)
-            if cfg.paired_preservation and self.prompts.retain:
+            if cfg.paired_preservation and self._paired_prompts_exist():
                 preserve = preserve + self._paired_preservation(z, sigma, rows)
         loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
         self.strategy.update(loss)
@@ -308,14 +308,26 @@ class Eraser:
         the adapter is taught to change the concept's prediction, every other prompt's must
         stay, so the change can only follow the prompt. The other prompts are random retain
         prompts, or (paired_prompts = neighbours) each row's sentence with a neighbour in the
-        concept's place, which differs from the concept's prompt in that one word only."""
-        picks = self._randint(len(self.prompts.retain), len(z)).tolist()
-        prompts = [self.prompts.retain[i] for i in picks]
-        if self.config.paired_prompts == "neighbours" and self.prompts.contrast:
+        concept's place, which differs from the concept's prompt in that one word only. A row
+        without a neighbour holds a retain prompt, or with none (retain_prompts = 0) its own
+        neutral prompt."""
+        if self.prompts.retain:
+            picks = self._randint(len(self.prompts.retain), len(z)).tolist()
+            prompts = [self.prompts.retain[i] for i in picks]
+        else:
+            prompts = [self.prompts.neutral[row] for row in rows]
+        if self._holds_neighbours():
             contrast = [self.prompts.contrast[row] for row in rows]
             prompts = [mine or theirs for mine, theirs in zip(contrast, prompts, strict=True)]
         retain = self.backbone.encode(prompts)
         return preservation_loss(self.backbone, z, sigma, retain, self.size)
+
+    def _holds_neighbours(self) -> bool:
+        return self.config.paired_prompts == "neighbours" and any(self.prompts.contrast)
+
+    def _paired_prompts_exist(self) -> bool:
+        """Paired preservation needs retain prompts, or neighbour sentences to hold."""
+        return bool(self.prompts.retain) or self._holds_neighbours()
 
     def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """No-grad sampling from noise to a random step of the schedule: the model's own state."""

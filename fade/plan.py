@@ -45,6 +45,15 @@ class RunPlan:
             "seed": cfg.seed,
         }
 
+    def _paired_held(self) -> str:
+        erase = self.config.erase
+        return _paired_description(
+            bool(erase.paired_preservation),
+            erase.paired_prompts or "retain",
+            len(self.prompts.retain),
+            self.prompts.contrast,
+        )
+
     def summary(self, examples: int = 2) -> str:
         """A short human-readable description (what `jobs/erase.py --dry-run` prints)."""
         cfg, erase = self.config, self.config.erase
@@ -59,8 +68,7 @@ class RunPlan:
             f"{len(self.prompts.retain)} retain",
             f"recipe       {erase.recipe}",
             f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0} "
-            f"eta={erase.negative_guidance} paired_preservation={erase.paired_preservation} "
-            f"({erase.paired_prompts})",
+            f"eta={erase.negative_guidance} paired_preservation={self._paired_held()}",
             f"adapter      {erase.candidates} projections, sparsity={erase.sparsity} "
             f"rank={erase.lora_rank} steps={erase.steps}",
             f"distributed  {cfg.distributed.strategy} x {cfg.distributed.num_workers} workers",
@@ -73,6 +81,23 @@ class RunPlan:
         ]:
             lines.append(f"example      {target!r} -> {neutral!r}")
         return "\n".join(lines)
+
+
+def _paired_description(enabled: bool, mode: str, retain: int, contrast: list[str]) -> str:
+    """What paired preservation will hold, as the erasure loop decides it (fade/erase.py)."""
+    if not enabled:
+        return "off"
+    neighbours = sum(1 for prompt in contrast if prompt) if mode == "neighbours" else 0
+    rest = "retain prompts" if retain else "their neutral prompts"
+    if mode == "neighbours" and neighbours == len(contrast):
+        return "on (neighbours)"
+    if neighbours:
+        return f"on (neighbours for {neighbours} of {len(contrast)} rows, {rest} for the rest)"
+    if not retain:
+        return "off (no retain prompts and no neighbours to hold)"
+    if mode == "neighbours":
+        return "on (retain prompts: the catalog has no same-category neighbours)"
+    return "on (retain prompts)"
 
 
 def resolve_concepts(cfg: FadeConfig) -> tuple[Catalog, list[ConceptSpec]]:

@@ -170,3 +170,20 @@ def test_the_scaling_benchmark_refuses_mistakes_in_one_line(args, message) -> No
     done = run_job("scaling", *args, script="benchmark.py")
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 5
+
+
+def test_the_plan_says_what_paired_preservation_holds() -> None:
+    """As the loop decides it: neighbour sentences, retain prompts where a row has no
+    neighbour (or neutral prompts without retain prompts), or nothing at all."""
+    from fade.plan import _paired_description
+
+    assert _paired_description(False, "neighbours", 8, ["a circle"]) == "off"
+    assert _paired_description(True, "neighbours", 8, ["a circle", "a star"]) == "on (neighbours)"
+    assert _paired_description(True, "neighbours", 0, ["a circle", ""]) == (
+        "on (neighbours for 1 of 2 rows, their neutral prompts for the rest)"
+    )
+    assert "no same-category neighbours" in _paired_description(True, "neighbours", 8, ["", ""])
+    assert _paired_description(True, "neighbours", 0, ["", ""]).startswith("off (no retain")
+    assert _paired_description(True, "retain", 8, ["a circle"]) == "on (retain prompts)"
+    plan = make_plan(load_config(overrides=["concepts.names=diamond", "concepts.retain_prompts=0"]))
+    assert "paired_preservation=on (neighbours)" in plan.summary()

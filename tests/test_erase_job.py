@@ -129,10 +129,13 @@ def test_the_real_runs_report_loads_in_chromium(short_run, chromium, tmp_path) -
 @pytest.fixture(scope="module")
 def surrogate_run(ray_session, tmp_path_factory):
     """Issue 4, point 3, as a user runs it: `jobs/erase.py --concepts diamond --surrogate square`
-    with every other setting at its default (the redirect recipe)."""
+    with every training setting at its default (the redirect recipe). Its evaluation is lighter
+    (the training's 400 steps are the slow part it cannot lose): 16 images per retained
+    neighbour and 32 neutral images for FD_toy."""
     out = tmp_path_factory.mktemp("runs") / "diamond-to-square"
     overrides = ["concepts.names=diamond", "concepts.surrogate=square", f"output.dir={out}"]
-    return erase(load_config(overrides=overrides))
+    light_eval = ["eval.images_per_neighbour=16", "eval.fd_samples=32"]
+    return erase(load_config(overrides=[*overrides, *light_eval]))
 
 
 def test_a_surrogate_takes_the_erased_concepts_place(surrogate_run) -> None:

@@ -123,14 +123,21 @@ def test_paired_preservation_holds_retain_prompts_at_the_concepts_states() -> No
     assert float(eraser._paired_preservation(z, sigma, [0, 1]).detach()) > 0.0
 
 
-@pytest.mark.parametrize("paired_prompts", ["retain", "neighbours"])
-def test_paired_preservation_holds_the_prompts_it_is_told_to(paired_prompts, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("paired_prompts", "n_retain"), [("retain", 8), ("neighbours", 8), ("neighbours", 0)]
+)
+def test_paired_preservation_holds_the_prompts_it_is_told_to(
+    paired_prompts, n_retain, monkeypatch
+) -> None:
     """neighbours: each row's own sentence with a neighbour in the concept's place; a row
-    without one falls back to a retain prompt. retain: retain prompts only."""
+    without one falls back to a retain prompt, or with no retain prompts to its own neutral
+    prompt. retain: retain prompts only."""
     from fade.catalog import load_catalog
 
     catalog = load_catalog("toy")
-    prompts = build_prompt_sets([catalog.get("diamond")], catalog, n_per_concept=4, n_retain=8)
+    prompts = build_prompt_sets(
+        [catalog.get("diamond")], catalog, n_per_concept=4, n_retain=n_retain
+    )
     prompts.contrast[1] = ""
     backbone = wrap_pipeline(tiny_flux_pipeline())
     config = dataclasses.replace(
@@ -142,11 +149,12 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(paired_prompts, mon
     encoded: list[list[str]] = []
     encode = backbone.encode
     monkeypatch.setattr(backbone, "encode", lambda texts: encoded.append(texts) or encode(texts))
+    assert eraser._paired_prompts_exist()
     eraser._paired_preservation(z, sigma, [2, 1, 0])
     (held,) = encoded
     if paired_prompts == "neighbours":
         assert held[0] == prompts.contrast[2] and held[2] == prompts.contrast[0]
-        assert held[1] in prompts.retain
+        assert held[1] in (prompts.retain or [prompts.neutral[1]])
     else:
         assert all(prompt in prompts.retain for prompt in held)
 
