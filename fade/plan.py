@@ -48,7 +48,8 @@ class RunPlan:
     def _paired_held(self) -> str:
         erase = self.config.erase
         return _paired_description(
-            bool(erase.paired_preservation),
+            # The loop adds the paired term inside L_pres: nothing is held when λ = 0.
+            bool(erase.lam and erase.paired_preservation),
             erase.paired_prompts or "retain",
             len(self.prompts.retain),
             self.prompts.contrast,
@@ -89,7 +90,7 @@ def _paired_description(enabled: bool, mode: str, retain: int, contrast: list[st
         return "off"
     neighbours = sum(1 for prompt in contrast if prompt) if mode == "neighbours" else 0
     rest = "retain prompts" if retain else "their neutral prompts"
-    if mode == "neighbours" and neighbours == len(contrast):
+    if mode == "neighbours" and neighbours and neighbours == len(contrast):
         return "on (neighbours)"
     if neighbours:
         return f"on (neighbours for {neighbours} of {len(contrast)} rows, {rest} for the rest)"

@@ -138,7 +138,7 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
     prompts = build_prompt_sets(
         [catalog.get("diamond")], catalog, n_per_concept=4, n_retain=n_retain
     )
-    prompts.contrast[1] = ""
+    prompts.contrast[2] = ""
     backbone = wrap_pipeline(tiny_flux_pipeline())
     config = dataclasses.replace(
         TINY_ERASE, paired_preservation=True, paired_prompts=paired_prompts
@@ -153,10 +153,42 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
     eraser._paired_preservation(z, sigma, [2, 1, 0])
     (held,) = encoded
     if paired_prompts == "neighbours":
-        assert held[0] == prompts.contrast[2] and held[2] == prompts.contrast[0]
-        assert held[1] in (prompts.retain or [prompts.neutral[1]])
+        assert held[1] == prompts.contrast[1] and held[2] == prompts.contrast[0]
+        assert held[0] in (prompts.retain or [prompts.neutral[2]])  # row 2's own fallback
     else:
         assert all(prompt in prompts.retain for prompt in held)
+
+
+@pytest.mark.parametrize(
+    ("paired_prompts", "n_retain", "held"),
+    [("neighbours", 0, True), ("retain", 0, False), ("retain", 4, True)],
+)
+def test_a_step_adds_paired_preservation_when_there_is_something_to_hold(
+    paired_prompts, n_retain, held, monkeypatch
+) -> None:
+    """Neighbour sentences are enough without retain prompts; retain mode needs retain prompts."""
+    from fade.catalog import load_catalog
+
+    catalog = load_catalog("toy")
+    prompts = build_prompt_sets(
+        [catalog.get("diamond")], catalog, n_per_concept=4, n_retain=n_retain
+    )
+    config = dataclasses.replace(
+        TINY_ERASE, paired_preservation=True, paired_prompts=paired_prompts
+    )
+    eraser = Eraser(
+        wrap_pipeline(tiny_flux_pipeline()), prompts, config, size=(TINY_SIZE, TINY_SIZE)
+    )
+    eraser.setup()
+    calls: list[list[int]] = []
+    paired = eraser._paired_preservation
+    monkeypatch.setattr(
+        eraser,
+        "_paired_preservation",
+        lambda z, sigma, rows: calls.append(rows) or paired(z, sigma, rows),
+    )
+    eraser.step(0)
+    assert bool(calls) == held
 
 
 def test_unset_settings_come_from_the_recipe() -> None:
