@@ -405,6 +405,13 @@ def build_prompt_sets(
     return sets
 
 
+def neighbour_rows(contrast: Sequence[str], paired_prompts: str | None) -> int:
+    """How many rows paired preservation holds a neighbour sentence for: the rows that have
+    one, when `paired_prompts` is "neighbours" (else none). The erasure loop and the printed
+    plan both decide from this."""
+    return sum(1 for prompt in contrast if prompt) if paired_prompts == "neighbours" else 0
+
+
 def _retained(erased: Sequence[ConceptSpec], catalog: Catalog | None) -> list[ConceptSpec]:
     """The catalog's concepts that share no name or synonym with an erased concept."""
     erased_keys = {_key(term) for spec in erased for term in spec.terms}

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from fade.adapters import attach_lora, named_lora_parameters
 from fade.backbones import Backbone, Conditioning
-from fade.concepts import PromptSets
+from fade.concepts import PromptSets, neighbour_rows
 from fade.config import EraseConfig
 from fade.discriminator import ConceptDiscriminator, discriminator_loss
 from fade.distributed.strategies import AdapterStrategy, average_gradients
@@ -111,6 +111,10 @@ class Eraser:
         shared = torch.Generator().manual_seed(seed * 1009 + 7919)
         self.point_generator = shared if self.strategy.lockstep else self.generator
         self.labels = torch.tensor(prompts.concept_of)
+        # What paired preservation holds, decided once: neighbour sentences where rows have
+        # them, else retain prompts (or, without any, the row's neutral prompt).
+        self.holds_neighbours = neighbour_rows(prompts.contrast, self.config.paired_prompts) > 0
+        self.paired_prompts_exist = bool(prompts.retain) or self.holds_neighbours
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -261,7 +265,7 @@ class Eraser:
         preserve = zero
         if cfg.lam:
             preserve = self._preservation(neutral, neutral_x0)
-            if cfg.paired_preservation and self._paired_prompts_exist():
+            if cfg.paired_preservation and self.paired_prompts_exist:
                 preserve = preserve + self._paired_preservation(z, sigma, rows)
         loss = cfg.w_rem * removal + cfg.lam * preserve + cfg.w_dist * distill
         self.strategy.update(loss)
@@ -316,18 +320,11 @@ class Eraser:
             prompts = [self.prompts.retain[i] for i in picks]
         else:
             prompts = [self.prompts.neutral[row] for row in rows]
-        if self._holds_neighbours():
+        if self.holds_neighbours:
             contrast = [self.prompts.contrast[row] for row in rows]
             prompts = [mine or theirs for mine, theirs in zip(contrast, prompts, strict=True)]
         retain = self.backbone.encode(prompts)
         return preservation_loss(self.backbone, z, sigma, retain, self.size)
-
-    def _holds_neighbours(self) -> bool:
-        return self.config.paired_prompts == "neighbours" and any(self.prompts.contrast)
-
-    def _paired_prompts_exist(self) -> bool:
-        """Paired preservation needs retain prompts, or neighbour sentences to hold."""
-        return bool(self.prompts.retain) or self._holds_neighbours()
 
     def _trajectory_state(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """No-grad sampling from noise to a random step of the schedule: the model's own state."""

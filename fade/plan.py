@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fade.catalog import Catalog, list_catalogs, load_catalog
-from fade.concepts import ConceptError, ConceptSpec, PromptSets, build_prompt_sets, with_anchor
+from fade.concepts import (
+    ConceptError,
+    ConceptSpec,
+    PromptSets,
+    build_prompt_sets,
+    neighbour_rows,
+    with_anchor,
+)
 from fade.concepts import with_surrogate as replace_surrogate
 from fade.config import FadeConfig, config_hash, config_to_dict
 from fade.recipes import resolve_config
@@ -88,7 +95,7 @@ def _paired_description(enabled: bool, mode: str, retain: int, contrast: list[st
     """What paired preservation will hold, as the erasure loop decides it (fade/erase.py)."""
     if not enabled:
         return "off"
-    neighbours = sum(1 for prompt in contrast if prompt) if mode == "neighbours" else 0
+    neighbours = neighbour_rows(contrast, mode)
     rest = "retain prompts" if retain else "their neutral prompts"
     if mode == "neighbours" and neighbours and neighbours == len(contrast):
         return "on (neighbours)"

@@ -149,7 +149,7 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
     encoded: list[list[str]] = []
     encode = backbone.encode
     monkeypatch.setattr(backbone, "encode", lambda texts: encoded.append(texts) or encode(texts))
-    assert eraser._paired_prompts_exist()
+    assert eraser.paired_prompts_exist
     eraser._paired_preservation(z, sigma, [2, 1, 0])
     (held,) = encoded
     if paired_prompts == "neighbours":
