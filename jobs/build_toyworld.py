@@ -2,6 +2,7 @@
 
     python jobs/build_toyworld.py                      # all stages, into fade/toyworld/
     python jobs/build_toyworld.py --stages autoencoder --work build/toyworld
+    python jobs/build_toyworld.py --stages check --sheet docs/toyworld_concepts.png
 
 Each stage checkpoints into --work; rerun the same command to resume. See docs/toyworld.md.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fade.errors import FadeError, run_cli
-from fade.toyworld.build import MODEL_DIR, STAGES, build_toyworld
+from fade.toyworld.build import MODEL_DIR, STAGES, build_toyworld, draw_concept_sheet
 from fade.toyworld.spec import ToyBuildConfig
 
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {STAGES}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-steps", type=int, help="override the recipe's model steps")
+    parser.add_argument(
+        "--sheet",
+        help="after the stages, draw 8 generations of every concept from --out into this PNG",
+    )
     args = parser.parse_args(argv)
     stages = tuple(s for s in args.stages.split(",") if s)
     unknown = [s for s in stages if s not in STAGES]
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = build_toyworld(config, Path(args.work), Path(args.out), stages)
     print(json.dumps(report, indent=2))
+    if args.sheet:
+        print(f"concept sheet: {draw_concept_sheet(Path(args.out), Path(args.sheet))}")
     return 0
 
 

@@ -59,3 +59,29 @@ def test_standard_pipeline_loads_the_toy_folder_offline() -> None:
         output_type="np",
     ).images
     assert images.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+
+
+def test_the_concept_sheet_has_a_labelled_row_per_concept(toy, tmp_path) -> None:
+    from PIL import Image
+
+    from fade.eval.grids import LABEL_WIDTH
+    from fade.toyworld.sheet import concept_sheet
+    from fade.toyworld.vocabulary import concept_count
+
+    path = concept_sheet(toy, tmp_path / "sheet.png", per_concept=2, num_steps=2)
+    width, height = Image.open(path).size
+    scale, gap = 2, 2  # labelled_grid's defaults
+    cell = IMAGE_SIZE * scale + gap
+    assert (width, height) == (LABEL_WIDTH + 2 * cell, concept_count() * cell)
+
+
+def test_the_knowledge_report_covers_every_concept_and_synonym(toy, detector) -> None:
+    """The build's quality gate, at one image a prompt: its shape, not its numbers."""
+    from fade.toyworld.check import knowledge_report
+    from fade.toyworld.vocabulary import CATEGORIES, SYNONYMS
+
+    report = knowledge_report(toy, detector, count=1, num_steps=2)
+    assert set(report["per_concept"]) == {c for names in CATEGORIES.values() for c in names}
+    assert set(report["synonyms"]) == {s for words in SYNONYMS.values() for s in words}
+    assert set(report["category_mean"]) == set(CATEGORIES)
+    assert all(0.0 <= rate <= 100.0 for rate in report["per_concept"].values())

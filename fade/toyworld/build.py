@@ -21,6 +21,7 @@ from fade.backbones.builders import build_flux_pipeline
 from fade.toyworld.check import knowledge_report
 from fade.toyworld.data import make_scene_set
 from fade.toyworld.detector import DETECTOR_DIR, ToyDetector, evaluate_detector, train_detector
+from fade.toyworld.sheet import concept_sheet
 from fade.toyworld.spec import MAX_TOKENS, TOY_ARCH, ToyBuildConfig
 from fade.toyworld.training import encode_dataset, train_autoencoder, train_model
 from fade.toyworld.vocabulary import vocabulary
@@ -110,6 +111,24 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
     return report
 
 
+def _earlier_report(out: Path, config: ToyBuildConfig) -> dict:
+    """The report already in `out`, when it was built from this same recipe: rerunning one
+    stage (`--stages check` on the committed model) must not drop the others' figures."""
+    path = out / "build_config.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    same_recipe = earlier.get("recipe") == json.loads(json.dumps(config.to_dict()))  # tuples
+    return earlier.get("report", {}) if same_recipe else {}
+
+
+def draw_concept_sheet(model_dir: Path, path: Path) -> Path:
+    """The picture of what a built model knows (docs/toyworld_concepts.png)."""
+    pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipeline.set_progress_bar_config(disable=True)
+    return concept_sheet(wrap_pipeline(pipeline), path)
+
+
 def build_toyworld(
     config: ToyBuildConfig,
     work: Path,
@@ -122,13 +141,14 @@ def build_toyworld(
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     (work / "build_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    data = make_scene_set(
-        config.dataset_size, config.seed, figure_weights=config.model.figure_weights
-    )
     pipeline = build_flux_pipeline(TOY_ARCH, vocabulary(), seed=config.seed)
     pipeline.set_progress_bar_config(disable=True)
     report = {}
+    data = None  # 60,000 renders: drawn only for the stages that train on them
     if {"autoencoder", "model", "refine"} & set(stages):  # the model trains on the VAE's latents
+        data = make_scene_set(
+            config.dataset_size, config.seed, figure_weights=config.model.figure_weights
+        )
         report["autoencoder"] = _stage_autoencoder(pipeline, config, work, data)
     if "detector" in stages:
         report["detector"] = _stage_detector(config, work, detector_out)
@@ -142,6 +162,8 @@ def build_toyworld(
         done = work / f"{stage}.json"
         if stage not in report and done.is_file():
             report[stage] = json.loads(done.read_text())
+    for stage, stats in _earlier_report(out, config).items():  # e.g. a check of the committed model
+        report.setdefault(stage, stats)
     (out / "build_config.json").write_text(
         json.dumps({"recipe": config.to_dict(), "report": report}, indent=2)
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tqdm.auto import tqdm
+
 from fade.backbones import Backbone
 from fade.eval.sampling import generate
 from fade.toyworld.catalog import TEMPLATES
@@ -63,31 +65,24 @@ def knowledge_report(
     num_steps: int = 20,
 ) -> dict:
     """Rates for every concept and synonym; means per category (the build's quality gate)."""
-    rows = []
-    for names in CATEGORIES.values():
-        for concept in names:
-            rows.append(
-                concept_rate(
-                    backbone,
-                    detector,
-                    concept,
-                    count=count,
-                    guidance_scale=guidance_scale,
-                    num_steps=num_steps,
-                )
-            )
-            for synonym in SYNONYMS.get(concept, ()):
-                rows.append(
-                    concept_rate(
-                        backbone,
-                        detector,
-                        concept,
-                        synonym,
-                        count=count,
-                        guidance_scale=guidance_scale,
-                        num_steps=num_steps,
-                    )
-                )
+    words = [
+        (concept, word)
+        for names in CATEGORIES.values()
+        for concept in names
+        for word in (concept, *SYNONYMS.get(concept, ()))
+    ]
+    rows = [
+        concept_rate(
+            backbone,
+            detector,
+            concept,
+            word,
+            count=count,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+        )
+        for concept, word in tqdm(words, desc=f"check: {count} images per prompt")
+    ]
     by_concept = {r.concept: r.rate for r in rows if r.word == r.concept}
     means = {
         category: sum(by_concept[c] for c in names) / len(names)
