@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fade.toyworld.build import build_toyworld
+from fade.toyworld.build import STAGES, build_toyworld
 from fade.toyworld.spec import ToyBuildConfig
 
 
@@ -30,3 +30,33 @@ def test_figures_of_another_recipe_are_not_carried_over(tmp_path) -> None:
     _committed(out, ToyBuildConfig(seed=1), {"model": {"seconds": 1.0}})
     report = build_toyworld(ToyBuildConfig(), tmp_path / "work", out, stages=())
     assert report == {}
+
+
+def test_a_stage_that_reran_makes_the_figures_measured_on_it_stale(tmp_path) -> None:
+    """A new model invalidates the refine and check figures of the old one; a new detector
+    invalidates the check. (`_earlier_report` is what `build_toyworld` merges.)"""
+    from fade.toyworld.build import _earlier_report
+
+    config, out = ToyBuildConfig(), tmp_path / "model"
+    figures = {stage: {"seconds": 1.0} for stage in STAGES}
+    _committed(out, config, figures)
+    assert set(_earlier_report(out, config, ("check",))) == set(STAGES) - {"check"}
+    assert set(_earlier_report(out, config, ("model",))) == {"autoencoder", "detector"}
+    after_detector = set(_earlier_report(out, config, ("detector",)))
+    assert after_detector == {"autoencoder", "model", "refine"}
+
+
+def test_the_cli_says_in_one_line_that_there_is_no_model_to_draw(tmp_path) -> None:
+    from tests.test_cli import run_job
+
+    sheet = tmp_path / "sheet.png"
+    result = run_job(
+        *("--stages", "", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "nothing")),
+        *("--sheet", str(sheet)),
+        script="build_toyworld.py",
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: no toy model in {tmp_path / 'nothing'}: build it first (the model stage)"
+    ]
+    assert not sheet.exists()

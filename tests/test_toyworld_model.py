@@ -82,6 +82,8 @@ def test_the_knowledge_report_covers_every_concept_and_synonym(toy, detector) ->
 
     report = knowledge_report(toy, detector, count=1, num_steps=2)
     assert set(report["per_concept"]) == {c for names in CATEGORIES.values() for c in names}
-    assert set(report["synonyms"]) == {s for words in SYNONYMS.values() for s in words}
+    assert {word: row["concept"] for word, row in report["synonyms"].items()} == {
+        synonym: concept for concept, words in SYNONYMS.items() for synonym in words
+    }
     assert set(report["category_mean"]) == set(CATEGORIES)
     assert all(0.0 <= rate <= 100.0 for rate in report["per_concept"].values())

@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL, FluxPipeline
 
 from fade.backbones import wrap_pipeline
 from fade.backbones.builders import build_flux_pipeline
+from fade.errors import FadeError
 from fade.toyworld.check import knowledge_report
 from fade.toyworld.data import make_scene_set
 from fade.toyworld.detector import DETECTOR_DIR, ToyDetector, evaluate_detector, train_detector
@@ -30,6 +31,14 @@ logger = logging.getLogger(__name__)
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 STAGES = ("autoencoder", "detector", "model", "refine", "check")
+# What each stage's figures were measured on: rerunning one of these makes them stale.
+DEPENDS_ON = {
+    "autoencoder": (),
+    "detector": (),
+    "model": ("autoencoder",),
+    "refine": ("autoencoder", "model"),
+    "check": ("autoencoder", "detector", "model", "refine"),
+}
 
 
 def _stage_autoencoder(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data) -> dict:
@@ -104,6 +113,7 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
     done = work / "check.json"
     if done.is_file():
         return json.loads(done.read_text())
+    _require_model(model_dir)
     pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
     pipeline.set_progress_bar_config(disable=True)
     report = knowledge_report(wrap_pipeline(pipeline), ToyDetector.load(detector_dir))
@@ -111,19 +121,33 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
     return report
 
 
-def _earlier_report(out: Path, config: ToyBuildConfig) -> dict:
-    """The report already in `out`, when it was built from this same recipe: rerunning one
-    stage (`--stages check` on the committed model) must not drop the others' figures."""
+def _earlier_report(out: Path, config: ToyBuildConfig, stages: tuple[str, ...]) -> dict:
+    """The figures already in `out` that still describe it: rerunning one stage (`--stages
+    check` on the committed model) must not drop the others' figures, and a stage that reran
+    makes the figures of every stage measured on it stale (a new model invalidates the check).
+    Figures of another recipe are never carried over.
+    """
     path = out / "build_config.json"
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    same_recipe = earlier.get("recipe") == json.loads(json.dumps(config.to_dict()))  # tuples
-    return earlier.get("report", {}) if same_recipe else {}
+    if earlier.get("recipe") != json.loads(json.dumps(config.to_dict())):  # tuples as lists
+        return {}
+    return {
+        stage: stats
+        for stage, stats in earlier.get("report", {}).items()
+        if stage not in stages and not set(DEPENDS_ON.get(stage, ())) & set(stages)
+    }
+
+
+def _require_model(model_dir: Path) -> None:
+    if not (model_dir / "model_index.json").is_file():
+        raise FadeError(f"no toy model in {model_dir}: build it first (the model stage)")
 
 
 def draw_concept_sheet(model_dir: Path, path: Path) -> Path:
     """The picture of what a built model knows (docs/toyworld_concepts.png)."""
+    _require_model(model_dir)
     pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
     pipeline.set_progress_bar_config(disable=True)
     return concept_sheet(wrap_pipeline(pipeline), path)
@@ -162,7 +186,7 @@ def build_toyworld(
         done = work / f"{stage}.json"
         if stage not in report and done.is_file():
             report[stage] = json.loads(done.read_text())
-    for stage, stats in _earlier_report(out, config).items():  # e.g. a check of the committed model
+    for stage, stats in _earlier_report(out, config, stages).items():
         report.setdefault(stage, stats)
     (out / "build_config.json").write_text(
         json.dumps({"recipe": config.to_dict(), "report": report}, indent=2)
