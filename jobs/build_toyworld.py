@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-steps", type=int, help="override the recipe's model steps")
     parser.add_argument(
+        "--detector-out",
+        help="where the detector goes (default: the committed one for the committed model, "
+        "else OUT-detector beside --out, so a scratch build never overwrites it)",
+    )
+    parser.add_argument(
         "--sheet",
         help="after the stages, draw 8 generations of every concept from --out into this PNG",
     )
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_steps:
         config.model.steps = args.model_steps
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    report = build_toyworld(config, Path(args.work), Path(args.out), stages)
+    detector_out = Path(args.detector_out) if args.detector_out else None
+    report = build_toyworld(config, Path(args.work), Path(args.out), stages, detector_out)
     print(json.dumps(report, indent=2))
     if args.sheet:
         print(f"concept sheet: {draw_concept_sheet(Path(args.out), Path(args.sheet))}")

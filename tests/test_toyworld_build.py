@@ -60,3 +60,11 @@ def test_the_cli_says_in_one_line_that_there_is_no_model_to_draw(tmp_path) -> No
         f"error: no toy model in {tmp_path / 'nothing'}: build it first (the model stage)"
     ]
     assert not sheet.exists()
+
+
+def test_a_scratch_build_keeps_its_detector_beside_its_model(tmp_path) -> None:
+    from fade.toyworld.build import MODEL_DIR, detector_dir_for
+    from fade.toyworld.detector import DETECTOR_DIR
+
+    assert detector_dir_for(MODEL_DIR) == DETECTOR_DIR
+    assert detector_dir_for(tmp_path / "toy") == tmp_path / "toy-detector"

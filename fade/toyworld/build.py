@@ -114,6 +114,8 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
     if done.is_file():
         return json.loads(done.read_text())
     _require_model(model_dir)
+    if not (detector_dir / "config.json").is_file():
+        raise FadeError(f"no toy detector in {detector_dir}: build it first (the detector stage)")
     pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
     pipeline.set_progress_bar_config(disable=True)
     report = knowledge_report(wrap_pipeline(pipeline), ToyDetector.load(detector_dir))
@@ -145,6 +147,15 @@ def _require_model(model_dir: Path) -> None:
         raise FadeError(f"no toy model in {model_dir}: build it first (the model stage)")
 
 
+def detector_dir_for(out: Path) -> Path:
+    """The committed detector goes with the committed model; any other build keeps its own
+    detector beside its model (`OUT-detector`), so a scratch rebuild never overwrites the
+    committed one."""
+    if out.resolve() == MODEL_DIR.resolve():
+        return DETECTOR_DIR
+    return out.parent / f"{out.name}-detector"
+
+
 def draw_concept_sheet(model_dir: Path, path: Path) -> Path:
     """The picture of what a built model knows (docs/toyworld_concepts.png)."""
     _require_model(model_dir)
@@ -158,9 +169,13 @@ def build_toyworld(
     work: Path,
     out: Path = MODEL_DIR,
     stages: tuple[str, ...] = STAGES,
-    detector_out: Path = DETECTOR_DIR,
+    detector_out: Path | None = None,
 ) -> dict:
-    """Run the requested stages (each resumes or skips if done); returns per-stage statistics."""
+    """Run the requested stages (each resumes or skips if done); returns per-stage statistics.
+
+    `detector_out` defaults to `detector_dir_for(out)`.
+    """
+    detector_out = detector_out or detector_dir_for(out)
     torch.manual_seed(config.seed)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
