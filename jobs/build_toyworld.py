@@ -2,7 +2,8 @@
 
     python jobs/build_toyworld.py                      # all stages, into fade/toyworld/
     python jobs/build_toyworld.py --stages autoencoder --work build/toyworld
-    python jobs/build_toyworld.py --stages check --sheet docs/toyworld_concepts.png
+    python jobs/build_toyworld.py --stages check --work "$(mktemp -d)" \
+        --sheet docs/toyworld_concepts.png              # check the committed model
 
 Each stage checkpoints into --work; rerun the same command to resume. See docs/toyworld.md.
 """
@@ -18,7 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fade.errors import FadeError, run_cli
-from fade.toyworld.build import MODEL_DIR, STAGES, build_toyworld, draw_concept_sheet
+from fade.toyworld.build import (
+    MODEL_DIR,
+    STAGES,
+    build_toyworld,
+    draw_concept_sheet,
+    require_model,
+)
 from fade.toyworld.spec import ToyBuildConfig
 
 
@@ -33,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-steps", type=int, help="override the recipe's model steps")
     parser.add_argument(
         "--detector-out",
-        help="where the detector goes (default: the committed one for the committed model, "
-        "else OUT-detector beside --out, so a scratch build never overwrites it)",
+        help="the detector folder the detector stage writes and the check stage reads "
+        "(default: the committed one for the committed model, else OUT-detector beside --out, "
+        "so a scratch build never overwrites it)",
     )
     parser.add_argument(
         "--sheet",
@@ -45,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise FadeError(f"unknown stage(s) {unknown}: choose from {list(STAGES)}")
+    builds_a_model = {"model", "refine"} & set(stages)
+    if (args.sheet or "check" in stages) and not builds_a_model:
+        require_model(Path(args.out))  # before anything is written
     config = ToyBuildConfig(seed=args.seed)
     if args.model_steps:
         config.model.steps = args.model_steps

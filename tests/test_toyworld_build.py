@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fade.toyworld.build import STAGES, build_toyworld
 from fade.toyworld.spec import ToyBuildConfig
 
@@ -59,7 +61,7 @@ def test_the_cli_says_in_one_line_that_there_is_no_model_to_draw(tmp_path) -> No
     assert result.stderr.strip().splitlines() == [
         f"error: no toy model in {tmp_path / 'nothing'}: build it first (the model stage)"
     ]
-    assert not sheet.exists()
+    assert not sheet.exists() and not (tmp_path / "nothing").exists()
 
 
 def test_a_scratch_build_keeps_its_detector_beside_its_model(tmp_path) -> None:
@@ -68,3 +70,27 @@ def test_a_scratch_build_keeps_its_detector_beside_its_model(tmp_path) -> None:
 
     assert detector_dir_for(MODEL_DIR) == DETECTOR_DIR
     assert detector_dir_for(tmp_path / "toy") == tmp_path / "toy-detector"
+
+
+def test_a_scratch_check_reads_the_detector_beside_its_model(tmp_path) -> None:
+    """Not the committed detector: a scratch model is judged by its own build's detector."""
+    from fade.errors import FadeError
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model_index.json").write_text("{}")  # the check refuses before loading anything
+    with pytest.raises(FadeError, match=f"no toy detector in {tmp_path / 'model-detector'}"):
+        build_toyworld(ToyBuildConfig(), tmp_path / "work", out, stages=("check",))
+
+
+def test_build_toyworld_carries_over_only_what_its_stages_left_valid(tmp_path) -> None:
+    config, out, work = ToyBuildConfig(), tmp_path / "model", tmp_path / "work"
+    _committed(out, config, {stage: {"old": True} for stage in STAGES})
+    work.mkdir()
+    (work / "check.json").write_text(json.dumps({"new": True}))  # the check this run did
+    (out / "model_index.json").write_text("{}")
+    detector = tmp_path / "detector"
+    detector.mkdir()
+    report = build_toyworld(config, work, out, stages=("check",), detector_out=detector)
+    assert report["check"] == {"new": True}
+    assert all(report[stage] == {"old": True} for stage in STAGES if stage != "check")

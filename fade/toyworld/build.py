@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _stage_autoencoder(pipeline: FluxPipeline, config: ToyBuildConfig, work: Pat
 
 def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data, out: Path):
     done = work / "model.json"
-    if done.is_file():
+    if done.is_file() and (out / "model_index.json").is_file():  # done, and into this --out
         return json.loads(done.read_text())
     started = time.time()
     latents = encode_dataset(pipeline, data)
@@ -75,7 +76,7 @@ def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, dat
 def _stage_refine(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, out: Path):
     """Second training phase, from the first phase's saved (EMA) model in `out`."""
     done = work / "refine.json"
-    if done.is_file():
+    if done.is_file() and (out / "model_index.json").is_file():
         return json.loads(done.read_text())
     started = time.time()
     trained = FluxPipeline.from_pretrained(out, local_files_only=True)
@@ -97,7 +98,7 @@ def _stage_refine(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, ou
 
 def _stage_detector(config: ToyBuildConfig, work: Path, out: Path) -> dict:
     done = work / "detector.json"
-    if done.is_file():
+    if done.is_file() and (out / "config.json").is_file():  # done, and into this --detector-out
         return json.loads(done.read_text())
     started = time.time()
     detector = train_detector(config.detector, config.seed)
@@ -113,7 +114,7 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
     done = work / "check.json"
     if done.is_file():
         return json.loads(done.read_text())
-    _require_model(model_dir)
+    require_model(model_dir)
     if not (detector_dir / "config.json").is_file():
         raise FadeError(f"no toy detector in {detector_dir}: build it first (the detector stage)")
     pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
@@ -138,11 +139,11 @@ def _earlier_report(out: Path, config: ToyBuildConfig, stages: tuple[str, ...]) 
     return {
         stage: stats
         for stage, stats in earlier.get("report", {}).items()
-        if stage not in stages and not set(DEPENDS_ON.get(stage, ())) & set(stages)
+        if stage not in stages and not set(DEPENDS_ON.get(stage, STAGES)) & set(stages)
     }
 
 
-def _require_model(model_dir: Path) -> None:
+def require_model(model_dir: Path) -> None:
     if not (model_dir / "model_index.json").is_file():
         raise FadeError(f"no toy model in {model_dir}: build it first (the model stage)")
 
@@ -151,6 +152,7 @@ def detector_dir_for(out: Path) -> Path:
     """The committed detector goes with the committed model; any other build keeps its own
     detector beside its model (`OUT-detector`), so a scratch rebuild never overwrites the
     committed one."""
+    out = Path(os.path.abspath(out))  # "." and ".." have no name; symlinks stay as given
     if out.resolve() == MODEL_DIR.resolve():
         return DETECTOR_DIR
     return out.parent / f"{out.name}-detector"
@@ -158,7 +160,7 @@ def detector_dir_for(out: Path) -> Path:
 
 def draw_concept_sheet(model_dir: Path, path: Path) -> Path:
     """The picture of what a built model knows (docs/toyworld_concepts.png)."""
-    _require_model(model_dir)
+    require_model(model_dir)
     pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
     pipeline.set_progress_bar_config(disable=True)
     return concept_sheet(wrap_pipeline(pipeline), path)
@@ -175,7 +177,8 @@ def build_toyworld(
 
     `detector_out` defaults to `detector_dir_for(out)`.
     """
-    detector_out = detector_out or detector_dir_for(out)
+    if detector_out is None:
+        detector_out = detector_dir_for(out)
     torch.manual_seed(config.seed)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +204,8 @@ def build_toyworld(
         done = work / f"{stage}.json"
         if stage not in report and done.is_file():
             report[stage] = json.loads(done.read_text())
-    for stage, stats in _earlier_report(out, config, stages).items():
+    ran = (*stages, "autoencoder") if data is not None else stages  # model, refine need it
+    for stage, stats in _earlier_report(out, config, ran).items():
         report.setdefault(stage, stats)
     (out / "build_config.json").write_text(
         json.dumps({"recipe": config.to_dict(), "report": report}, indent=2)
