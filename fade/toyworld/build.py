@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FluxPipeline
 
-from fade.backbones import wrap_pipeline
+from fade.backbones import Backbone, wrap_pipeline
 from fade.backbones.builders import build_flux_pipeline
 from fade.errors import FadeError
 from fade.toyworld.check import knowledge_report
@@ -62,7 +62,7 @@ def _stage_autoencoder(pipeline: FluxPipeline, config: ToyBuildConfig, work: Pat
 
 def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data, out: Path):
     done = work / "model.json"
-    if done.is_file() and (out / "model_index.json").is_file():  # done, and into this --out
+    if done.is_file() and _has_model(out):  # done, and into this --out
         return json.loads(done.read_text())
     started = time.time()
     latents = encode_dataset(pipeline, data)
@@ -76,7 +76,7 @@ def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, dat
 def _stage_refine(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, out: Path):
     """Second training phase, from the first phase's saved (EMA) model in `out`."""
     done = work / "refine.json"
-    if done.is_file() and (out / "model_index.json").is_file():
+    if done.is_file() and _has_model(out):
         return json.loads(done.read_text())
     started = time.time()
     trained = FluxPipeline.from_pretrained(out, local_files_only=True)
@@ -98,7 +98,7 @@ def _stage_refine(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, ou
 
 def _stage_detector(config: ToyBuildConfig, work: Path, out: Path) -> dict:
     done = work / "detector.json"
-    if done.is_file() and (out / "config.json").is_file():  # done, and into this --detector-out
+    if done.is_file() and _has_detector(out):  # done, and into this --detector-out
         return json.loads(done.read_text())
     started = time.time()
     detector = train_detector(config.detector, config.seed)
@@ -114,12 +114,9 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
     done = work / "check.json"
     if done.is_file():
         return json.loads(done.read_text())
-    require_model(model_dir)
-    if not (detector_dir / "config.json").is_file():
+    if not _has_detector(detector_dir):
         raise FadeError(f"no toy detector in {detector_dir}: build it first (the detector stage)")
-    pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
-    pipeline.set_progress_bar_config(disable=True)
-    report = knowledge_report(wrap_pipeline(pipeline), ToyDetector.load(detector_dir))
+    report = knowledge_report(_load_built(model_dir), ToyDetector.load(detector_dir))
     done.write_text(json.dumps(report, indent=2))
     return report
 
@@ -143,9 +140,25 @@ def _earlier_report(out: Path, config: ToyBuildConfig, stages: tuple[str, ...]) 
     }
 
 
+def _has_model(model_dir: Path) -> bool:
+    return (model_dir / "model_index.json").is_file()
+
+
+def _has_detector(detector_dir: Path) -> bool:
+    return (detector_dir / "config.json").is_file()
+
+
 def require_model(model_dir: Path) -> None:
-    if not (model_dir / "model_index.json").is_file():
+    if not _has_model(model_dir):
         raise FadeError(f"no toy model in {model_dir}: build it first (the model stage)")
+
+
+def _load_built(model_dir: Path) -> Backbone:
+    """A built toy model as a backbone, for the check and the concept sheet."""
+    require_model(model_dir)
+    pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipeline.set_progress_bar_config(disable=True)
+    return wrap_pipeline(pipeline)
 
 
 def detector_dir_for(out: Path) -> Path:
@@ -160,10 +173,7 @@ def detector_dir_for(out: Path) -> Path:
 
 def draw_concept_sheet(model_dir: Path, path: Path) -> Path:
     """The picture of what a built model knows (docs/toyworld_concepts.png)."""
-    require_model(model_dir)
-    pipeline = FluxPipeline.from_pretrained(model_dir, local_files_only=True)
-    pipeline.set_progress_bar_config(disable=True)
-    return concept_sheet(wrap_pipeline(pipeline), path)
+    return concept_sheet(_load_built(model_dir), path)
 
 
 def build_toyworld(
