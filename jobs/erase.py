@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fade.cli import COMMON_SHORTCUTS, Shortcut, build_parser, config_from_args
 from fade.errors import run_cli
 from fade.plan import make_plan
-from fade.run import erase, summary_table
 
 NO_EVAL = Shortcut(
     "--no-eval",
@@ -45,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     print(plan.summary())
     if args.dry_run:
         return 0
+    # Imported here, not at the top: it pulls in torch, diffusers and Ray (seconds), and a
+    # mistake or a --dry-run should answer at once.
+    from fade.run import erase, summary_table
+
     result = erase(cfg)
     print(summary_table(result))
     return 0

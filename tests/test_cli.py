@@ -187,3 +187,30 @@ def test_the_plan_says_what_paired_preservation_holds() -> None:
     assert _paired_description(True, "retain", 8, ["a circle"]) == "on (retain prompts)"
     plan = make_plan(load_config(overrides=["concepts.names=diamond", "concepts.retain_prompts=0"]))
     assert "paired_preservation=on (neighbours)" in plan.summary()
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("jobs/erase.py", ["--dry-run", "erase.t0=1.5"]),
+        ("jobs/erase.py", ["--concepts", "circel"]),
+        ("jobs/serve.py", ["serve.port=0"]),
+        ("tune/sweep.py", ["--trials", "0"]),
+    ],
+)
+def test_a_mistake_is_answered_before_torch_or_ray_is_imported(script: str, args) -> None:
+    """A typo answers in a fraction of a second, not after the seconds torch and Ray take."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-500:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "fade.config" in imported and not {"torch", "ray", "diffusers"} & imported

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fade.adapters import WEIGHT_NAME
 from fade.errors import FadeError
+from fade.eval.rundirs import WEIGHT_NAME  # not fade.adapters: input checks skip torch
 from fade.rundir import ADAPTER, MANIFEST, METRICS
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,14 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fade.config import FadeConfig, apply_overrides, config_from_dict, save_config
-from fade.eval.erasure import StateMeasurement
 from fade.eval.metrics import fidelity
 from fade.plan import make_plan
+
+if TYPE_CHECKING:  # torch and the models: the sweep's input checks must not wait for them
+    from fade.eval.erasure import StateMeasurement
 
 #: The evaluation stages of a trial, in order (the training_iteration ASHA counts).
 QUICK, FULL = "quick", "full"
