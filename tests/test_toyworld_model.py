@@ -44,6 +44,8 @@ def test_toy_model_shows_its_concepts(toy, detector, concept: str, word: str | N
     """Concepts the committed model knows well (docs/toyworld.md has every concept's rate)."""
     result = concept_rate(toy, detector, concept, word, count=16, num_steps=20)
     assert result.rate >= 75.0, result  # 12 of 16
+    hits, totals = zip(*result.by_caption.values(), strict=True)
+    assert sum(totals) == 16 and 100.0 * sum(hits) / 16 == result.rate, result
 
 
 def test_standard_pipeline_loads_the_toy_folder_offline() -> None:
@@ -77,6 +79,7 @@ def test_the_concept_sheet_has_a_labelled_row_per_concept(toy, tmp_path) -> None
 
 def test_the_knowledge_report_covers_every_concept_and_synonym(toy, detector) -> None:
     """The build's quality gate, at one image a prompt: its shape, not its numbers."""
+    from fade.toyworld.catalog import TEMPLATES
     from fade.toyworld.check import knowledge_report
     from fade.toyworld.vocabulary import CATEGORIES, SYNONYMS
 
@@ -86,4 +89,8 @@ def test_the_knowledge_report_covers_every_concept_and_synonym(toy, detector) ->
         synonym: concept for concept, words in SYNONYMS.items() for synonym in words
     }
     assert set(report["category_mean"]) == set(CATEGORIES)
+    # One image a prompt: each concept's image uses the category's first template.
+    assert {c: list(by) for c, by in report["per_caption"].items()} == {
+        category: [TEMPLATES[category][0]] for category in CATEGORIES
+    }
     assert all(0.0 <= rate <= 100.0 for rate in report["per_concept"].values())

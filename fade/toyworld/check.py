@@ -7,7 +7,7 @@ small sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
@@ -24,6 +24,8 @@ class ConceptRate:
     category: str
     word: str  # the word prompted (the concept or a synonym)
     rate: float  # % of images where the detector confidently finds the concept
+    #: caption template -> (images where the concept was found, images generated with it)
+    by_caption: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def prompts_for(word: str, category: str, count: int) -> list[str]:
@@ -42,7 +44,9 @@ def concept_rate(
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> ConceptRate:
-    """Share of `count` generations for `word` (default: the concept) that show the concept."""
+    """Share of `count` generations for `word` (default: the concept) that show the concept,
+    also split by caption template: the prompts cycle through the templates, so the split comes
+    from the same images at no extra cost."""
     category = category_of(concept)
     word = word or concept
     images = generate(
@@ -53,8 +57,31 @@ def concept_rate(
         guidance_scale=guidance_scale,
     )
     found = detector.detect(images, confidence)[category]
+    templates = TEMPLATES[category]
+    by_caption: dict[str, tuple[int, int]] = {}
+    for i, answer in enumerate(found):
+        template = templates[i % len(templates)]
+        hits, total = by_caption.get(template, (0, 0))
+        by_caption[template] = (hits + (answer == concept), total + 1)
     rate = 100.0 * sum(f == concept for f in found) / count
-    return ConceptRate(concept, category, word, rate)
+    return ConceptRate(concept, category, word, rate, by_caption)
+
+
+def caption_rates(rows: list[ConceptRate]) -> dict[str, dict[str, float]]:
+    """Per category and caption template, the share of the concepts' own generations (not their
+    synonyms') that show the asked concept: where in the captions the model misses."""
+    pooled: dict[str, dict[str, list[int]]] = {}
+    for row in rows:
+        if row.word != row.concept:
+            continue
+        for template, (hits, total) in row.by_caption.items():
+            counts = pooled.setdefault(row.category, {}).setdefault(template, [0, 0])
+            counts[0] += hits
+            counts[1] += total
+    return {
+        category: {template: 100.0 * hits / total for template, (hits, total) in by.items()}
+        for category, by in pooled.items()
+    }
 
 
 def knowledge_report(
@@ -64,7 +91,8 @@ def knowledge_report(
     guidance_scale: float = 3.5,
     num_steps: int = 20,
 ) -> dict:
-    """Rates for every concept and synonym; means per category (the build's quality gate)."""
+    """Rates for every concept and synonym; means per category (the build's quality gate); and
+    per category and caption template (`per_caption`)."""
     words = [
         (concept, word)
         for names in CATEGORIES.values()
@@ -101,6 +129,7 @@ def knowledge_report(
         "per_concept": by_concept,
         "category_mean": means,
         "synonyms": synonyms,
+        "per_caption": caption_rates(rows),
         "count": count,
         "guidance_scale": guidance_scale,
         "num_steps": num_steps,
