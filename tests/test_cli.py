@@ -196,6 +196,7 @@ def test_the_plan_says_what_paired_preservation_holds() -> None:
         ("jobs/erase.py", ["--concepts", "circel"]),
         ("jobs/serve.py", ["serve.port=0"]),
         ("tune/sweep.py", ["--trials", "0"]),
+        ("tune/sweep.py", ["--concepts", "dragon"]),
     ],
 )
 def test_a_mistake_is_answered_before_torch_or_ray_is_imported(script: str, args) -> None:

@@ -152,21 +152,24 @@ def _tuner(cfg, space, trainable, name, root, default_point):
 
 def run_sweep(cfg: FadeConfig, space_path: Path) -> SweepOutcome:
     """Run (or continue) the sweep `cfg.tune` describes over the space in `space_path`."""
+    started = time.time()
+    # The input checks that need no model come first, before torch and Ray are imported: a
+    # typo is answered at once.
+    space = load_space(space_path, cfg)
+    plan = make_plan(cfg)  # unknown concepts and the like fail here, before Ray starts
+    default_point = space.default_point(plan.config) if cfg.tune.include_default else None
+    name = sweep_name(cfg, [spec.name for spec in plan.concepts])
+    root = Path(cfg.tune.dir).resolve()
+    path = root / name
+
     import ray
     from ray import tune
 
     from fade.distributed.trainer import start_ray
     from fade.eval.evaluate import check_detector, eval_sets
 
-    started = time.time()
-    space = load_space(space_path, cfg)
-    plan = make_plan(cfg)  # unknown concepts and the like fail here, before Ray starts
     check_detector(cfg, plan, eval_sets(cfg, plan).retained_names)
-    default_point = space.default_point(plan.config) if cfg.tune.include_default else None
-    name = sweep_name(cfg, [spec.name for spec in plan.concepts])
-    root = Path(cfg.tune.dir).resolve()
-    path = root / name
-    _check_same_sweep(path, _settings(cfg, space))
+    _check_same_sweep(path, _settings(cfg, space))  # the first check that writes
     base = config_to_dict(cfg)
     started_ray = start_ray(cfg)
     try:
