@@ -190,16 +190,16 @@ def test_the_plan_says_what_paired_preservation_holds() -> None:
 
 
 @pytest.mark.parametrize(
-    ("script", "args"),
+    ("script", "args", "message"),
     [
-        ("jobs/erase.py", ["--dry-run", "erase.t0=1.5"]),
-        ("jobs/erase.py", ["--concepts", "circel"]),
-        ("jobs/serve.py", ["serve.port=0"]),
-        ("tune/sweep.py", ["--trials", "0"]),
-        ("tune/sweep.py", ["--concepts", "dragon"]),
+        ("jobs/erase.py", ["--dry-run", "erase.t0=1.5"], "erase.t0 = 1.5 is out of range"),
+        ("jobs/erase.py", ["--concepts", "circel"], "did you mean: circle"),
+        ("tune/sweep.py", ["--concepts", "dragon"], "unknown concept 'dragon'"),
     ],
 )
-def test_a_mistake_is_answered_before_torch_or_ray_is_imported(script: str, args) -> None:
+def test_a_mistake_is_answered_before_torch_or_ray_is_imported(
+    script: str, args: list[str], message: str
+) -> None:
     """A typo answers in a fraction of a second, not after the seconds torch and Ray take."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", str(REPO / script), *args],
@@ -209,9 +209,10 @@ def test_a_mistake_is_answered_before_torch_or_ray_is_imported(script: str, args
         timeout=120,
     )
     assert result.returncode == 2, result.stderr[-500:]
+    lines = result.stderr.splitlines()
     imported = {
-        line.rsplit("|", 1)[-1].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:")
+        line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")
     }
+    errors = [line for line in lines if not line.startswith("import time:")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], errors
     assert "fade.config" in imported and not {"torch", "ray", "diffusers"} & imported

@@ -102,13 +102,13 @@ def stop(shutdown_serve: bool = True) -> None:
 
 def serve_forever(cfg: FadeConfig) -> None:
     """Run until SIGINT or SIGTERM, then take the service and a Ray started here down."""
-    import ray
-
-    from fade.distributed.trainer import start_ray
-
     cfg = resolve_token(cfg)
     check_port_free(cfg.serve.host, cfg.serve.port)
     preflight(cfg)
+    import ray  # after the checks: a mistake is answered before Ray loads
+
+    from fade.distributed.trainer import start_ray
+
     started_ray = start_ray(cfg, extra_cpus=cfg.serve.replicas * cfg.serve.replica_cpus)
     previous = {}
     try:

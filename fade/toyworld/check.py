@@ -7,6 +7,7 @@ small sample.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -28,9 +29,14 @@ class ConceptRate:
     by_caption: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-def prompts_for(word: str, category: str, count: int) -> list[str]:
+def templates_for(category: str, count: int) -> list[str]:
+    """`count` caption templates of the category, cycling through them in order."""
     templates = TEMPLATES[category]
-    return [templates[i % len(templates)].format(word) for i in range(count)]
+    return [templates[i % len(templates)] for i in range(count)]
+
+
+def prompts_for(word: str, category: str, count: int) -> list[str]:
+    return [template.format(word) for template in templates_for(category, count)]
 
 
 def concept_rate(
@@ -49,22 +55,21 @@ def concept_rate(
     from the same images at no extra cost."""
     category = category_of(concept)
     word = word or concept
+    templates = templates_for(category, count)
     images = generate(
         backbone,
-        prompts_for(word, category, count),
+        [template.format(word) for template in templates],
         seed=seed,
         num_steps=num_steps,
         guidance_scale=guidance_scale,
     )
-    found = detector.detect(images, confidence)[category]
-    templates = TEMPLATES[category]
-    by_caption: dict[str, tuple[int, int]] = {}
-    for i, answer in enumerate(found):
-        template = templates[i % len(templates)]
-        hits, total = by_caption.get(template, (0, 0))
-        by_caption[template] = (hits + (answer == concept), total + 1)
-    rate = 100.0 * sum(f == concept for f in found) / count
-    return ConceptRate(concept, category, word, rate, by_caption)
+    found = [answer == concept for answer in detector.detect(images, confidence)[category]]
+    totals, hits = (
+        Counter(templates),
+        Counter(t for t, ok in zip(templates, found, strict=True) if ok),
+    )
+    by_caption = {template: (hits[template], total) for template, total in totals.items()}
+    return ConceptRate(concept, category, word, 100.0 * sum(found) / count, by_caption)
 
 
 def caption_rates(rows: list[ConceptRate]) -> dict[str, dict[str, float]]:
