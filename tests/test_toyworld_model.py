@@ -46,6 +46,7 @@ def test_toy_model_shows_its_concepts(toy, detector, concept: str, word: str | N
     assert result.rate >= 75.0, result  # 12 of 16
     hits, totals = zip(*result.by_caption.values(), strict=True)
     assert sum(totals) == 16 and 100.0 * sum(hits) / 16 == result.rate, result
+    assert sum(result.calls.values()) == 16 and result.calls.get(concept, 0) == sum(hits), result
 
 
 def test_standard_pipeline_loads_the_toy_folder_offline() -> None:
@@ -89,6 +90,8 @@ def test_the_knowledge_report_covers_every_concept_and_synonym(toy, detector) ->
         synonym: concept for concept, words in SYNONYMS.items() for synonym in words
     }
     assert set(report["category_mean"]) == set(CATEGORIES)
+    assert set(report["calls"]) == set(report["per_concept"])
+    assert all(sum(calls.values()) == 1 for calls in report["calls"].values())
     # One image a prompt: each concept's image uses the category's first template.
     assert {c: list(by) for c, by in report["per_caption"].items()} == {
         category: [TEMPLATES[category][0]] for category in CATEGORIES

@@ -27,6 +27,9 @@ class ConceptRate:
     rate: float  # % of images where the detector confidently finds the concept
     #: caption template -> (images where the concept was found, images generated with it)
     by_caption: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: what the detector confidently called the images (a concept of the category, or "none"
+    #: when it was sure of nothing): a miss drawn as a neighbour differs from a blob
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 def templates_for(category: str, count: int) -> list[str]:
@@ -63,13 +66,16 @@ def concept_rate(
         num_steps=num_steps,
         guidance_scale=guidance_scale,
     )
-    found = [answer == concept for answer in detector.detect(images, confidence)[category]]
+    answers = detector.detect(images, confidence)[category]
+    found = [answer == concept for answer in answers]
     totals, hits = (
         Counter(templates),
         Counter(t for t, ok in zip(templates, found, strict=True) if ok),
     )
     by_caption = {template: (hits[template], total) for template, total in totals.items()}
-    return ConceptRate(concept, category, word, 100.0 * sum(found) / count, by_caption)
+    calls = Counter(answer or "none" for answer in answers)
+    rate = 100.0 * sum(found) / count
+    return ConceptRate(concept, category, word, rate, by_caption, dict(calls.most_common()))
 
 
 def caption_rates(rows: list[ConceptRate]) -> dict[str, dict[str, float]]:
@@ -96,8 +102,9 @@ def knowledge_report(
     guidance_scale: float = 3.5,
     num_steps: int = 20,
 ) -> dict:
-    """Rates for every concept and synonym; means per category (the build's quality gate); and
-    per category and caption template (`per_caption`)."""
+    """Rates for every concept and synonym; means per category (the build's quality gate); per
+    category and caption template (`per_caption`); and what each concept's images were called
+    (`calls`)."""
     words = [
         (concept, word)
         for names in CATEGORIES.values()
@@ -135,6 +142,7 @@ def knowledge_report(
         "category_mean": means,
         "synonyms": synonyms,
         "per_caption": caption_rates(rows),
+        "calls": {r.concept: r.calls for r in rows if r.word == r.concept},
         "count": count,
         "guidance_scale": guidance_scale,
         "num_steps": num_steps,
