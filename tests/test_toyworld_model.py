@@ -91,9 +91,25 @@ def test_the_knowledge_report_covers_every_concept_and_synonym(toy, detector) ->
     }
     assert set(report["category_mean"]) == set(CATEGORIES)
     assert set(report["calls"]) == set(report["per_concept"])
+    # The first templates name no artist; an artist's captions all do.
+    assert set(report["per_concept_without_artists"]) == set(report["per_concept"]) - set(
+        CATEGORIES["artist"]
+    )
+    assert report["per_concept_without_artists"] == {
+        c: r for c, r in report["per_concept"].items() if c not in CATEGORIES["artist"]
+    }
     assert all(sum(calls.values()) == 1 for calls in report["calls"].values())
     # One image a prompt: each concept's image uses the category's first template.
     assert {c: list(by) for c, by in report["per_caption"].items()} == {
         category: [TEMPLATES[category][0]] for category in CATEGORIES
     }
     assert all(0.0 <= rate <= 100.0 for rate in report["per_concept"].values())
+
+
+def test_the_rate_without_artists_leaves_out_the_artist_captions() -> None:
+    from fade.toyworld.check import ConceptRate, rate_without_artists
+
+    by_caption = {"a {}": (3, 4), "a red {}": (4, 4), "a {} by velmora": (0, 4)}
+    assert rate_without_artists(ConceptRate("circle", "shape", "circle", 0, by_caption)) == 87.5
+    only_artists = {"a circle by {}": (4, 4)}
+    assert rate_without_artists(ConceptRate("tanaka", "artist", "tanaka", 0, only_artists)) is None

@@ -16,7 +16,7 @@ from fade.backbones import Backbone
 from fade.eval.sampling import generate
 from fade.toyworld.catalog import TEMPLATES
 from fade.toyworld.detector import DEFAULT_CONFIDENCE, ToyDetector
-from fade.toyworld.vocabulary import CATEGORIES, SYNONYMS, category_of
+from fade.toyworld.vocabulary import ARTIST_NAMES, CATEGORIES, SYNONYMS, category_of
 
 
 @dataclass
@@ -95,6 +95,19 @@ def caption_rates(rows: list[ConceptRate]) -> dict[str, dict[str, float]]:
     }
 
 
+def rate_without_artists(row: ConceptRate) -> float | None:
+    """The rate on the captions that name no artist (None if every caption names one): how well
+    the model draws the concept without an artist's patterned background."""
+    plain = [
+        counts
+        for template, counts in row.by_caption.items()
+        if not any(f"by {name}" in template.format(row.word) for name in ARTIST_NAMES)
+    ]
+    if not plain:
+        return None
+    return 100.0 * sum(hits for hits, _ in plain) / sum(total for _, total in plain)
+
+
 def knowledge_report(
     backbone: Backbone,
     detector: ToyDetector,
@@ -103,8 +116,8 @@ def knowledge_report(
     num_steps: int = 20,
 ) -> dict:
     """Rates for every concept and synonym; means per category (the build's quality gate); per
-    category and caption template (`per_caption`); and what each concept's images were called
-    (`calls`)."""
+    category and caption template (`per_caption`); what each concept's images were called
+    (`calls`); and each concept's rate on the captions that name no artist."""
     words = [
         (concept, word)
         for names in CATEGORIES.values()
@@ -143,6 +156,11 @@ def knowledge_report(
         "synonyms": synonyms,
         "per_caption": caption_rates(rows),
         "calls": {r.concept: r.calls for r in rows if r.word == r.concept},
+        "per_concept_without_artists": {
+            r.concept: rate_without_artists(r)
+            for r in rows
+            if r.word == r.concept and r.category != "artist"
+        },
         "count": count,
         "guidance_scale": guidance_scale,
         "num_steps": num_steps,
