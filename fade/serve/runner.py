@@ -57,13 +57,12 @@ def ensure_toy_adapter(cfg: FadeConfig) -> Path | None:
 def preflight(cfg: FadeConfig) -> None:
     """Mistakes a replica would only report as a failed deployment, as one line, before Ray
     starts: a policy naming unregistered adapters (except the toy adapter a first start
-    builds), a model that is not there. The policy goes first: its check reads only the
-    registry's files, while the model's imports torch and diffusers (seconds)."""
-    if cfg.serve.policy:
-        registered = set(scan(cfg.serve.registry, cfg.model.path))
-        if cfg.model.path == "toy" and not registered:
-            registered = {TOY_ADAPTER_ID}  # ensure_toy_adapter builds it before deploying
-        check_policy_ids(cfg.serve.policy, registered)
+    builds) or two run directories of one name, a model that is not there. The registry goes
+    first: its checks read only its files, while the model's imports torch and diffusers."""
+    registered = set(scan(cfg.serve.registry, cfg.model.path))  # also refuses duplicate names
+    if cfg.model.path == "toy" and not registered:
+        registered = {TOY_ADAPTER_ID}  # ensure_toy_adapter builds it before deploying
+    check_policy_ids(cfg.serve.policy, registered)
     from fade.backbones.loading import detect_family, resolve_model_path
 
     detect_family(
