@@ -139,7 +139,10 @@ def test_serve_mistakes_are_one_line_before_anything_starts(tmp_path: Path) -> N
             (["serve.port=0"], "serve.port = 0 is out of range"),
             (["--port", str(busy)], f"cannot listen on 127.0.0.1:{busy}"),
             (["--registry", str(tmp_path), "--policy", "nope"], "serve.policy names nope"),
-            (["--registry", str(empty), "--model", str(tmp_path / "missing")], "find model"),
+            (
+                ["--registry", str(empty), "--model", str(tmp_path / "missing")],
+                "cannot find model",
+            ),
         ]
         for args, message in cases:
             result = run_serve(*args)
@@ -198,7 +201,11 @@ def test_the_plan_says_what_paired_preservation_holds() -> None:
         ("jobs/erase.py", ["--dry-run", "erase.t0=1.5"], "erase.t0 = 1.5 is out of range"),
         ("jobs/erase.py", ["--concepts", "circel"], "did you mean: circle"),
         ("tune/sweep.py", ["--concepts", "dragon"], "unknown concept 'dragon'"),
-        ("jobs/serve.py", ["--port", "FREE", "--registry", "TMP", "--policy", "[x]"], "names x"),
+        (
+            "jobs/serve.py",
+            ["--port", "FREE", "--registry", "TMP", "--policy", "[x]"],
+            "serve.policy names x",
+        ),
     ],
 )
 def test_a_mistake_is_answered_before_torch_or_ray_is_imported(
