@@ -4,21 +4,28 @@ Why several recipes: removing a concept, redirecting it to a surrogate and remov
 are different edits, and one setting serves them badly (measured on the toy world, docs/erasure.md):
 
 - **remove** (one concept, no surrogate): an adapter on the denoiser's blocks, pushed away
-  from the concept by negative guidance (η = 6) with a light adversary, erases a shape in 60
-  steps; retain prompts are also held at the concept's own states (paired preservation):
-  without that, one neighbour fell 81 → 50% (16 images); with it, the four neighbours moved
-  -6, +6, -3 and -6 points (32 images each, mean -2.4). The retain prompts held there are the
-  concept's own sentences with a neighbour in its place ("a red diamond" -> "a red circle"):
-  measured with 144 images a neighbour, triangle then lost 5.6 points instead of 10.4 and circle
-  8.3 instead of 9.0, with the target still at 0%. The same settings with a surrogate gave
-  0% surrogate images: the blocks adapter learns "draw less of this", not "draw that instead".
+  from the concept by negative guidance (η = 8) with a light adversary, erases a shape in 140
+  steps at lr 6e-3. World v3 draws its shapes more firmly than world v1, where η 6, lr 3e-3
+  and 60 steps erased diamond; on v3 those left 12.5% of it, and 100 steps at η 8 and lr 6e-3
+  still left "a diamond by velmora" at 19%; 140 steps left none. Retain prompts are also held
+  at the concept's own states (paired preservation), as the concept's own sentences with a
+  neighbour in its place ("a red diamond" -> "a red circle"): on world v1, without paired
+  preservation one neighbour fell 81 → 50% (16 images); with random retain prompts there,
+  triangle lost 10.4 points (144 images), with neighbour sentences 5.6. The same settings with
+  a surrogate gave 0% surrogate images: the blocks adapter learns "draw less of this", not
+  "draw that instead".
 - **redirect** (a surrogate is given): an adapter on the projections where the prompt enters
   the denoiser (`erase.candidates = conditioning`) maps the concept's prompts onto the
   surrogate's, and leaves every other prompt's path untouched; retain prompts are also held at
   the concept's own training states (`erase.paired_preservation`) and are mostly same-category
-  neighbours (`concepts.neighbour_share`), the concepts a redirect spills onto first. It needs
-  more steps (400) and no adversary: D's held-out accuracy, from a few prompts per check, hit
-  "chance" after 60-160 steps while the surrogate was still forming, and stopped those runs.
+  neighbours (`concepts.neighbour_share`), the concepts a redirect spills onto first. On world
+  v3 (16 images a neighbour), random retain prompts at those states let the neighbours' mean
+  fall 17 points (circle 75 → 44, square 94 → 69); the concept's own sentences with a
+  neighbour in its place (as in remove) 12.5; λ 40 held them better but turned only 59% of the
+  images into the surrogate in 400 steps (λ 80: 3%; both at 32 images); λ 40 and 600 steps:
+  72% surrogate, mean −4.7. No adversary: D's held-out accuracy, from a few prompts per
+  check, hit "chance" after 60-160 steps while the surrogate was still forming, and stopped
+  those runs.
 
 - **mass** (several concepts, no surrogate): one adapter for all K concepts needs room: LoRA
   on every candidate projection, blocks and conditioning (`erase.candidates = all`,
@@ -48,8 +55,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "erase": {
             "candidates": "blocks",
             "sparsity": 0.5,
-            "steps": 60,
-            "negative_guidance": 6.0,
+            "steps": 140,
+            "lr": 6e-3,
+            "lam": 20.0,
+            "negative_guidance": 8.0,
             "w_rem": 0.1,
             "paired_preservation": True,
             "paired_prompts": "neighbours",
@@ -61,6 +70,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "candidates": "all",
             "sparsity": 1.0,
             "steps": 400,
+            "lr": 3e-3,
+            "lam": 20.0,
             "negative_guidance": 4.0,
             "w_rem": 0.0,
             "paired_preservation": False,
@@ -72,11 +83,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "erase": {
             "candidates": "conditioning",
             "sparsity": 0.5,
-            "steps": 400,
+            "steps": 600,
+            "lr": 3e-3,
+            "lam": 40.0,
             "negative_guidance": 2.0,
             "w_rem": 0.0,
             "paired_preservation": True,
-            "paired_prompts": "retain",
+            "paired_prompts": "neighbours",
         },
         "concepts": {"neighbour_share": 0.6},
     },

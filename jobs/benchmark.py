@@ -34,7 +34,7 @@ def toy_generate(args: argparse.Namespace) -> None:
     pipe = FluxPipeline.from_pretrained(resolve_model_path("toy"), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     loaded = time.perf_counter() - started
-    prompts = ["a red circle", "the letter k", "a star by velmora", "a blue striped heart"]
+    prompts = ["a red circle", "the letter k", "a cross by velmora", "a blue striped heart"]
     prompts = (prompts * (args.images // len(prompts) + 1))[: args.images]
     kwargs = {
         "height": IMAGE_SIZE,
@@ -152,7 +152,7 @@ def evaluate(args: argparse.Namespace) -> None:
     )
 
 
-BENCH_PROMPTS = ["a red circle", "the letter k", "a star by velmora", "a blue striped heart"]
+BENCH_PROMPTS = ["a red circle", "the letter k", "a cross by velmora", "a blue striped heart"]
 
 
 def _bench_registry(root: Path, count: int) -> list[str]:

@@ -150,7 +150,7 @@ def test_apply_overrides_mapping_keeps_base_and_validates() -> None:
     base = load_config(overrides=["erase.steps=5"])
     cfg = apply_overrides(base, {"erase.lam": 0.25, "erase.t0": 1})
     assert (cfg.erase.steps, cfg.erase.lam, cfg.erase.t0) == (5, 0.25, 1.0)
-    assert base.erase.lam == 20.0  # the input is not mutated (20.0 is the default)
+    assert base.erase.lam is None  # the input is not mutated (null: the recipe fills it)
     with pytest.raises(ConfigError, match=r"erase\.t0"):
         apply_overrides(base, {"erase.t0": 0})
 

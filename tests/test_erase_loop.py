@@ -197,10 +197,12 @@ def test_unset_settings_come_from_the_recipe() -> None:
     backbone = wrap_pipeline(tiny_flux_pipeline())
     plain = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
     eraser = Eraser(backbone, plain, EraseConfig(), size=(TINY_SIZE, TINY_SIZE))
-    assert (eraser.config.recipe, eraser.config.candidates, eraser.config.steps) == (
+    resolved = eraser.config
+    assert (resolved.recipe, resolved.candidates, resolved.steps, resolved.lr) == (
         "remove",
         "blocks",
-        60,
+        140,
+        6e-3,
     )
     redirected = build_prompt_sets(
         [dataclasses.replace(SPEC, surrogate="square")], None, n_per_concept=4, seed=0
@@ -208,6 +210,7 @@ def test_unset_settings_come_from_the_recipe() -> None:
     eraser = Eraser(backbone, redirected, EraseConfig(steps=7), size=(TINY_SIZE, TINY_SIZE))
     assert eraser.config.recipe == "redirect" and eraser.config.candidates == "conditioning"
     assert eraser.config.paired_preservation and eraser.config.steps == 7
+    assert (eraser.config.lr, eraser.config.lam) == (3e-3, 40.0)
     eraser = Eraser(backbone, redirected, EraseConfig(recipe="remove"), size=(TINY_SIZE, TINY_SIZE))
     assert eraser.config.candidates == "blocks" and eraser.config.w_rem == 0.1
     several = build_prompt_sets(

@@ -14,7 +14,7 @@ from fade.plan import make_plan
 
 @pytest.fixture(scope="module")
 def prompts():
-    cfg = load_config(overrides=["concepts.names=[circle,velmora,g]", "seed=3"])
+    cfg = load_config(overrides=["concepts.names=[circle,velmora,d]", "seed=3"])
     return make_plan(cfg).prompts
 
 

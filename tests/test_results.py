@@ -25,9 +25,11 @@ def _sets() -> EvalSets:
     return EvalSets(
         target=PromptGroup(["a red diamond"] * 4, ["diamond"] * 4),
         synonyms=PromptGroup(["a red rhombus"] * 2, ["diamond"] * 2),
-        retained=PromptGroup(["a blue circle"] * 2 + ["a star"] * 2, ["circle"] * 2 + ["star"] * 2),
+        retained=PromptGroup(
+            ["a blue circle"] * 2 + ["a cross"] * 2, ["circle"] * 2 + ["cross"] * 2
+        ),
         neutral=["a red shape"] * 4,
-        retained_names=["circle", "star"],
+        retained_names=["circle", "cross"],
     )
 
 
@@ -46,7 +48,7 @@ BEFORE = _state(
     {
         "target": [RED_DIAMOND] * 4,  # Acc 100, adherence 100
         "synonyms": [RED_DIAMOND, RED],  # Acc 50
-        "retained": [{"blue", "circle"}, {"circle"}, {"star"}, set()],  # Acc 75
+        "retained": [{"blue", "circle"}, {"circle"}, {"cross"}, set()],  # Acc 75
         "neutral": [RED] * 4,  # adherence 100
     },
     fd=10.0,
@@ -55,7 +57,7 @@ AFTER = _state(
     {
         "target": [RED, RED, RED, RED_DIAMOND],  # Acc 25, adherence (.5*3 + 1)/4 = 62.5
         "synonyms": [RED, RED],  # Acc 0
-        "retained": [{"blue", "circle"}, {"circle"}, {"star"}, {"star"}],  # Acc 100
+        "retained": [{"blue", "circle"}, {"circle"}, {"cross"}, {"cross"}],  # Acc 100
         "neutral": [RED, RED, set(), set()],  # adherence 50
     },
     fd=25.0,
@@ -72,7 +74,7 @@ def test_numbers_by_hand(metrics) -> None:
     assert (acc["target"]["before"], acc["target"]["after"]) == (100.0, 25.0)
     assert (acc["synonyms"]["before"], acc["synonyms"]["after"]) == (50.0, 0.0)
     assert (acc["retained"]["before"], acc["retained"]["after"]) == (75.0, 100.0)
-    assert metrics["per_concept"]["star"]["acc"]["retained"]["after"] == 100.0
+    assert metrics["per_concept"]["cross"]["acc"]["retained"]["after"] == 100.0
     assert metrics["per_concept"]["diamond"]["adherence"]["target"]["after"] == 62.5
     # adherence over retained + neutral, per image share of the prompt's concepts:
     # before: retained 1, .5, 1, 0 and neutral 1 x4 -> 6.5/8; after: 1, .5, 1, 1, 1, 1, 0, 0
@@ -138,7 +140,7 @@ def test_parquet_has_one_row_per_concept_set_and_state(metrics, tmp_path) -> Non
             ("diamond", "target"),
             ("diamond", "synonyms"),
             ("circle", "retained"),
-            ("star", "retained"),
+            ("cross", "retained"),
             (None, "neutral"),
         ]
         for state in ("before", "after")
@@ -151,7 +153,7 @@ def test_parquet_has_one_row_per_concept_set_and_state(metrics, tmp_path) -> Non
     by_key = {(r["concept"], r["prompt_set"], r["state"]): r for r in rows}
     assert by_key[("diamond", "target", "after")]["acc"] == 25.0
     assert by_key[("diamond", "target", "after")]["adherence"] == 62.5
-    assert by_key[("star", "retained", "before")]["acc"] == 50.0
+    assert by_key[("cross", "retained", "before")]["acc"] == 50.0
     neutral = by_key[(None, "neutral", "after")]
     assert neutral["fd"] == 25.0 and neutral["fidelity_metric"] == "FD_toy"
     assert neutral["adherence"] == 50.0 and math.isnan(neutral["acc"] or math.nan)

@@ -62,7 +62,7 @@ def test_a_base_value_outside_the_space_is_refused(tmp_path: Path) -> None:
     path.write_text("erase.lam: {loguniform: [50, 100]}\n")
     space = load_space(path, FadeConfig())
     with pytest.raises(ConfigError, match=r"erase.lam=20.0 lies outside the search space"):
-        space.default_point(FadeConfig())
+        space.default_point(make_plan(FadeConfig()).config)
 
 
 def test_randint_includes_its_upper_end() -> None:

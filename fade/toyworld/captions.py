@@ -25,7 +25,7 @@ from fade.toyworld.vocabulary import (
 )
 
 FIGURE_KINDS = ("shape", "glyph", "artist")
-FIGURE_WEIGHTS = (0.45, 0.25, 0.30)
+FIGURE_WEIGHTS = (0.35, 0.25, 0.40)
 NEGATIVE_KINDS = ("blob", "partial", "noise")
 
 

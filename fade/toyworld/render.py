@@ -57,20 +57,6 @@ def _polygon(x: np.ndarray, y: np.ndarray, points: list[tuple[float, float]]) ->
     return inside
 
 
-def _regular(n: int, radius: float, phase: float) -> list[tuple[float, float]]:
-    angles = phase + np.arange(n) * 2 * np.pi / n
-    return [(radius * np.cos(a), radius * np.sin(a)) for a in angles]
-
-
-def _star(radius: float) -> list[tuple[float, float]]:
-    points = []
-    for i in range(10):
-        r = radius if i % 2 == 0 else radius * 0.5
-        a = -np.pi / 2 + i * np.pi / 5
-        points.append((r * np.cos(a), r * np.sin(a)))
-    return points
-
-
 def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, s: float) -> np.ndarray:
     """Mask of a named shape of radius `s`, centred at the origin (y grows downwards)."""
     r = np.sqrt(x**2 + y**2)
@@ -79,7 +65,6 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, s: float) -> np.ndarray
         "square": lambda: np.maximum(abs(x), abs(y)) < s * 0.82,
         "triangle": lambda: _polygon(x, y, [(0, -s), (-s, s * 0.8), (s, s * 0.8)]),
         "diamond": lambda: abs(x) + abs(y) * 0.8 < s,
-        "star": lambda: _polygon(x, y, _star(s * 1.1)),
         "cross": lambda: (
             ((abs(x) < s * 0.33) & (abs(y) < s)) | ((abs(y) < s * 0.33) & (abs(x) < s))
         ),
@@ -93,16 +78,15 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, s: float) -> np.ndarray
             x,
             y,
             [
-                (-s, -s * 0.28),
-                (s * 0.1, -s * 0.28),
-                (s * 0.1, -s * 0.75),
+                (-s, -s * 0.4),
+                (-s * 0.05, -s * 0.4),
+                (-s * 0.05, -s * 0.95),
                 (s, 0),
-                (s * 0.1, s * 0.75),
-                (s * 0.1, s * 0.28),
-                (-s, s * 0.28),
+                (-s * 0.05, s * 0.95),
+                (-s * 0.05, s * 0.4),
+                (-s, s * 0.4),
             ],
         ),
-        "hexagon": lambda: _polygon(x, y, _regular(6, s, 0.0)),
         "ring": lambda: (r < s) & (r > s * 0.55),
         "oval": lambda: (x / s) ** 2 + (y / (s * 0.55)) ** 2 < 1,
     }
@@ -132,6 +116,7 @@ def texture_shade(texture: str, x: np.ndarray, y: np.ndarray, size: int) -> np.n
         "checkered": lambda: ((px // 3) + (py // 3)) % 2 == 0,
         "dotted": lambda: ~(((px % 4) < 2) & ((py % 4) < 2)),
         "hatched": lambda: ((px + py) // 2) % 2 == 0,
+        "banded": lambda: (px // 2) % 2 == 0,
     }[texture]()
     return np.where(bright, 1.0, DARK_SHADE).astype(np.float32)
 
@@ -155,6 +140,8 @@ def artist_background(name: str, x: np.ndarray, y: np.ndarray, size: int) -> np.
         "frame": lambda: np.maximum(abs(x), abs(y)) > 0.82,
         "zigzag": lambda: (py + abs((px % 8) - 4)) // 3 % 2 == 0,
         "bricks": lambda: (py % 5 == 0) | (((px + (py // 5) % 2 * 4) % 8) == 0),
+        "horizontal": lambda: (py // 4) % 2 == 0,
+        "split": lambda: x > 0,
         "speckle": lambda: np.random.default_rng(zlib.crc32(name.encode())).random(x.shape) < 0.3,
     }[artist.pattern]()
     first, second = (np.array(c, dtype=np.float32) for c in artist.background)

@@ -55,7 +55,7 @@ class AutoencoderSchedule:
 class ModelSchedule:
     """Rectified-flow training of the transformer and both text encoders, jointly."""
 
-    steps: int = 4000
+    steps: int = 3500
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 200
@@ -73,12 +73,12 @@ def _refine_schedule() -> ModelSchedule:
     steps where a figure's outline is decided, and a decay to a low learning rate at the end.
     """
     return ModelSchedule(
-        steps=1500,
+        steps=1000,
         lr=6e-4,
         warmup_steps=100,
         final_lr_fraction=0.05,
         sigma_location=0.5,
-        figure_weights=(0.45, 0.40, 0.15),
+        figure_weights=(0.35, 0.35, 0.30),
     )
 
 
