@@ -43,13 +43,13 @@ def check_port_free(host: str, port: int) -> None:
 
 def ensure_toy_adapter(cfg: FadeConfig) -> Path | None:
     """On the toy model with an empty registry, erase the default concept into the first
-    registry folder, so a first `jobs/serve.py` has an adapter to show (about 2 minutes)."""
+    registry folder, so a first `jobs/serve.py` has an adapter to show (about 4 minutes)."""
     if cfg.model.path != "toy" or scan(cfg.serve.registry, cfg.model.path):
         return None
     from fade.run import erase
 
     target = Path(cfg.serve.registry[0]) / TOY_ADAPTER_ID
-    print(f"no adapter registered yet: building {target} (the toy default erasure, ~2 min)")
+    print(f"no adapter registered yet: building {target} (the toy default erasure, ~4 min)")
     erase(dataclasses.replace(cfg, output=OutputConfig(dir=str(target), overwrite=False)))
     return target
 
