@@ -308,7 +308,9 @@ class PromptSets:
     concept without one uses its neutral prompt there. ``synonyms`` holds prompts built only from
     synonyms (generality), labelled by ``synonyms_concept_of``. ``retain`` (P_r) never mentions
     an erased concept. ``contrast[i]`` is row i's sentence with a same-category neighbour in
-    the concept's place ("a red diamond" -> "a red circle"), or "" where no neighbour exists.
+    the concept's place ("a red diamond" -> "a red circle"), or "" where no neighbour exists;
+    ``neighbours[k]`` holds concept k's neighbours as noun phrases, so that training can put
+    each of them in a row's place in turn (:meth:`contrast_with`).
     """
 
     concepts: list[ConceptSpec]
@@ -323,6 +325,13 @@ class PromptSets:
     retain: list[str]
     seed: int
     contrast: list[str] = field(default_factory=list)
+    neighbours: list[list[str]] = field(default_factory=list)
+
+    def contrast_with(self, row: int, phrase: str) -> str:
+        """Row `row`'s sentence with `phrase` in the concept's place, or "" when that sentence
+        names an erased concept ("a circle by velmora" while velmora is erased)."""
+        prompt = render_prompt(self.template_of[row], phrase)
+        return "" if any(mentions(prompt, spec) for spec in self.concepts) else prompt
 
     @property
     def names(self) -> list[str]:
@@ -384,6 +393,7 @@ def build_prompt_sets(
         templates = _templates_apart(spec, concepts)
         rows = _draw([(t, term) for t in templates for term in spec.terms], n_per_concept, rng)
         neighbours = [other for other in retained if other.category == spec.category]
+        sets.neighbours.append([other.phrase_for(other.name) for other in neighbours])
         contrast_rng = random.Random(f"{seed}/{spec.name}/contrast")  # leaves `rng`'s draws be
         for template, term in rows:
             sets.target.append(render_prompt(template, spec.phrase_for(term)))

@@ -101,7 +101,7 @@ class EraseConfig:
     t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: L_pres also holds retain prompts at the concept prompts' own training states, the states
     #: the adapter is changed on: only the concept's prompts may behave differently there.
-    #: null: the recipe's (on for remove and redirect, off for mass).
+    #: null: the recipe's (on).
     paired_preservation: bool | None = None
     #: What paired preservation holds at the concept's states: "retain" (random retain
     #: prompts) or "neighbours" (the concept's own sentence with a same-category neighbour in
@@ -121,7 +121,7 @@ class EraseConfig:
     #: LoRA alpha; None means alpha = rank (scale 1), which is also what gets saved.
     lora_alpha: float | None = _f(None, range=(0, None), low_open=True)
     #: Training steps (fewer if D reaches chance first); null: the recipe's (140 remove,
-    #: 40 per concept and at least 400 mass, 600 redirect).
+    #: 60 per concept and at least 600 mass, 600 redirect).
     steps: int | None = _f(None, range=(1, None))
     #: Adapter learning rate; null: the recipe's (6e-3 remove, 3e-3 mass and redirect).
     lr: float | None = _f(None, range=(0, None), low_open=True)

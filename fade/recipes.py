@@ -30,11 +30,14 @@ are different edits, and one setting serves them badly (measured on the toy worl
 - **mass** (several concepts, no surrogate): one adapter for all K concepts needs room: LoRA
   on every candidate projection, blocks and conditioning (`erase.candidates = all`,
   `erase.sparsity = 1`, so saliency selects nothing here: K concepts live in different
-  modules; on ten toy concepts, blocks at sparsity 0.5 left three shapes at 69-88%), 40 steps
-  per concept and at least 400 (each concept then gets about as many updates as in the
-  ten-concept run: thirty concepts at 400 steps ended at a mean of 30%, at 1200 at 14%), and no
-  adversary: a K+1-way D learnt nothing in the steps it had (held-out accuracy 0.5 at every
-  check), so its "chance" means nothing.
+  modules; on ten toy concepts, blocks at sparsity 0.5 left three shapes at 69-88%), 60 steps
+  per concept and at least 600 (each concept then gets about as many updates as in the
+  ten-concept run: on world v1 thirty concepts at 400 steps ended at a mean of 30%, at 1200
+  at 14%), and no adversary: a K+1-way D learnt nothing in the steps it had (held-out accuracy
+  0.5 at every check), so its "chance" means nothing. Each concept's own sentences are held
+  with its neighbours dealt in turn (paired preservation, as in remove): on world v3's ten
+  concepts, without it crescent fell 72 → 34% and ivanova 100 → 72 (mean 9.4%); with one
+  fixed neighbour a row cross and d stayed at 50 and 38%; dealt, the mean fell to 0.6%.
 
 `erase.recipe = auto` (the default) picks redirect when any concept has a surrogate, mass for
 several concepts, else remove. A setting given explicitly (YAML or key=value) always wins.
@@ -47,8 +50,8 @@ from typing import Any
 
 from fade.config import EraseConfig, FadeConfig
 
-#: The mass recipe's steps per erased concept (with its 400 steps as the floor).
-MASS_STEPS_PER_CONCEPT = 40
+#: The mass recipe's steps per erased concept (with its 600 steps as the floor).
+MASS_STEPS_PER_CONCEPT = 60
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "remove": {
@@ -69,13 +72,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "erase": {
             "candidates": "all",
             "sparsity": 1.0,
-            "steps": 400,
+            "steps": 600,
             "lr": 3e-3,
             "lam": 20.0,
             "negative_guidance": 4.0,
             "w_rem": 0.0,
-            "paired_preservation": False,
-            "paired_prompts": "retain",
+            "paired_preservation": True,
+            "paired_prompts": "neighbours",
         },
         "concepts": {"neighbour_share": 1 / 3},
     },

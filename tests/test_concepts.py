@@ -375,8 +375,15 @@ def test_contrast_prompts_put_a_neighbour_in_the_concepts_place() -> None:
         ]
         assert prompt in options
         assert not any(mentions(prompt, erased) for erased in concepts)
+    for index, spec in enumerate(concepts):  # every neighbour, for training to deal in turn
+        same = [o for o in catalog if o.category == spec.category and o not in concepts]
+        assert sets.neighbours[index] == [o.phrase_for(o.name) for o in same]
+    row = sets.concept_of.index(0)
+    assert sets.contrast_with(row, "a circle") == render_prompt(sets.template_of[row], "a circle")
+    assert sets.contrast_with(row, "a square") == ""  # square is erased here
     alone = build_prompt_sets(concepts, None, n_per_concept=4, n_retain=8, seed=2)
     assert alone.contrast == [""] * len(alone.target)  # no catalog, no neighbours
+    assert alone.neighbours == [[], [], []]
     again = build_prompt_sets(concepts, catalog, n_per_concept=16, n_retain=8, seed=2)
     assert again.contrast == sets.contrast and again.synonyms == sets.synonyms
 

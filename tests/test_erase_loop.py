@@ -153,7 +153,9 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
     eraser._paired_preservation(z, sigma, [2, 1, 0])
     (held,) = encoded
     if paired_prompts == "neighbours":
-        assert held[1] == prompts.contrast[1] and held[2] == prompts.contrast[0]
+        for position, row in ((1, 1), (2, 0)):  # the row's own template, some neighbour in it
+            options = [prompts.contrast_with(row, phrase) for phrase in prompts.neighbours[0]]
+            assert held[position] in options
         assert held[0] in (prompts.retain or [prompts.neutral[2]])  # row 2's own fallback
     else:
         assert all(prompt in prompts.retain for prompt in held)
@@ -222,14 +224,14 @@ def test_unset_settings_come_from_the_recipe() -> None:
         "all",
         1.0,
     )
-    assert eraser.config.steps == 400  # the floor; 40 per concept above ten concepts
+    assert eraser.config.steps == 600  # the floor; 60 per concept above ten concepts
 
 
 def test_the_mass_recipe_gives_each_concept_its_steps() -> None:
     from fade.recipes import resolve_erase
 
-    assert resolve_erase(EraseConfig(), False, concepts=10).steps == 400
-    assert resolve_erase(EraseConfig(), False, concepts=30).steps == 1200
+    assert resolve_erase(EraseConfig(), False, concepts=10).steps == 600
+    assert resolve_erase(EraseConfig(), False, concepts=30).steps == 1800
     assert resolve_erase(EraseConfig(steps=50), False, concepts=30).steps == 50
 
 
@@ -276,3 +278,29 @@ def test_a_checkpoint_restores_the_loop_and_training_goes_on_from_its_step(tmp_p
     assert done.steps_run == 6 and [log.step for log in done.history] == list(range(6))
     after = resumed.state_dict(done)["adapter"]
     assert any(not torch.equal(after[n], v) for n, v in states[-1]["adapter"].items())
+
+
+def test_paired_preservation_deals_every_neighbour_in_turn() -> None:
+    """Each round holds every neighbour once, in the rows' own templates: a fixed neighbour
+    per row let one seed's rows never name the triangle, and the erasure took it."""
+    from fade.catalog import load_catalog
+
+    catalog = load_catalog("toy")
+    prompts = build_prompt_sets([catalog.get("diamond")], catalog, n_per_concept=4, n_retain=0)
+    phrases = prompts.neighbours[0]
+    assert len(phrases) > 3 and "circle" in phrases and "diamond" not in phrases
+    backbone = wrap_pipeline(tiny_flux_pipeline())
+    config = dataclasses.replace(TINY_ERASE, paired_preservation=True, paired_prompts="neighbours")
+    eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
+    rounds = 3
+    rows = [index % 4 for index in range(rounds * len(phrases))]
+    held = [eraser._neighbour_sentence(row) for row in rows]
+    for row, sentence in zip(rows, held, strict=True):
+        assert sentence in [prompts.contrast_with(row, phrase) for phrase in phrases]
+    for start in range(0, len(held), len(phrases)):
+        chunk = slice(start, start + len(phrases))
+        named = [
+            next(p for p in phrases if prompts.contrast_with(row, p) == sentence)
+            for row, sentence in zip(rows[chunk], held[chunk], strict=True)
+        ]
+        assert sorted(named) == sorted(phrases)  # every neighbour once a round

@@ -85,3 +85,21 @@ def test_mass_erasure_measures_every_concept_and_every_category() -> None:
     # Each neighbour gets its own 32 images, however many neighbours share the run: fewer
     # cannot resolve the 5-point specificity bound (one image of 8 is 12.5 points).
     assert all(sets.retained.concepts.count(c) == 32 for c in sets.retained_names)
+
+
+def test_images_per_concept_beyond_the_plans_prompts_cycles_them() -> None:
+    """Asking for more target images than the plan has prompts measures that many (each with
+    its own seed): it used to stop at the plan's 32 and report 32 as if it were 288."""
+    plan = make_plan(load_config(overrides=["concepts.names=[circle,square]"]))
+    available = plan.prompts.concept_of.count(0)
+    sets = build_eval_sets(plan, per_concept=available * 2 + 1)
+    for index, name in enumerate(plan.prompts.names):
+        pairs = zip(plan.prompts.target, plan.prompts.concept_of, strict=True)
+        own = [prompt for prompt, of in pairs if of == index]
+        taken = [
+            p for p, c in zip(sets.target.prompts, sets.target.concepts, strict=True) if c == name
+        ]
+        assert taken == (own * 3)[: available * 2 + 1]
+        assert sets.synonyms.concepts.count(name) == available * 2 + 1
+    fewer = build_eval_sets(plan, per_concept=4)
+    assert fewer.target.concepts == ["circle"] * 4 + ["square"] * 4

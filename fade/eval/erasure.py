@@ -47,14 +47,15 @@ class EvalSets:
 
 
 def _per_concept(prompts: list[str], concept_of: list[int], names: list[str], count: int):
-    """Up to `count` prompts of each concept, in concept order."""
+    """`count` prompts of each concept, in concept order; a concept with fewer prompts cycles
+    through them (each image has its own seed), so asking for more images than the plan has
+    prompts measures more images instead of silently measuring fewer."""
     group = PromptGroup([], [])
-    taken: dict[int, int] = {}
-    for prompt, index in zip(prompts, concept_of, strict=True):
-        if taken.get(index, 0) < count:
-            taken[index] = taken.get(index, 0) + 1
-            group.prompts.append(prompt)
-            group.concepts.append(names[index])
+    for index, name in enumerate(names):
+        own = [prompt for prompt, of in zip(prompts, concept_of, strict=True) if of == index]
+        for i in range(count if own else 0):
+            group.prompts.append(own[i % len(own)])
+            group.concepts.append(name)
     return group
 
 
