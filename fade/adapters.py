@@ -107,6 +107,17 @@ def combine(backbone: Backbone, names: list[str], weights: list[float]) -> None:
     backbone.pipeline.set_adapters(names, adapter_weights=weights)
 
 
+def fuse_into_weights(backbone: Backbone, names: list[str]) -> None:
+    """Merge loaded adapters (each at strength 1) into the base weights and drop their LoRA
+    layers. Why: the fused model is what gets deployed, nothing left can switch the adapters
+    off, and it runs at the base model's speed (unfused LoRA layers on every projection of
+    the toy model halved its sampling speed)."""
+    pipeline = backbone.pipeline
+    pipeline.set_adapters(names, adapter_weights=[1.0] * len(names))
+    pipeline.fuse_lora(adapter_names=names, lora_scale=1.0)
+    pipeline.unload_lora_weights()  # keeps the fused weights, removes the LoRA layers
+
+
 def adapter_modules(directory: Path) -> list[str]:
     """Module names that carry LoRA weights in a saved adapter file."""
     from safetensors import safe_open

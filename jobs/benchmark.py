@@ -102,8 +102,8 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from fade.adapters import adapter_modules
-    from fade.config import config_hash, load_config
-    from fade.eval.evaluate import evaluate_adapter
+    from fade.config import apply_overrides, config_hash, load_config
+    from fade.eval.evaluate import evaluate_adapter, side_by_side_threads
     from fade.eval.results import RunFacts, write_results
     from fade.plan import make_plan
 
@@ -123,6 +123,12 @@ def evaluate(args: argparse.Namespace) -> None:
             adapter = random_adapter(Path(tmp) / "adapter")
             source = "a random LoRA (rank 4, std 0.02) on half of the candidate modules"
         load = os.getloadavg()
+        # Both ways of measuring the two model states, one after the other in one run, so the
+        # ratio does not depend on how busy the machine was on another day.
+        serial_cfg = apply_overrides(cfg, {"eval.side_by_side": False})
+        started = time.perf_counter()
+        serial = evaluate_adapter(serial_cfg, plan, adapter)
+        serial_seconds = time.perf_counter() - started
         started = time.perf_counter()
         evaluation = evaluate_adapter(cfg, plan, adapter)
         evaluated = time.perf_counter() - started
@@ -130,6 +136,7 @@ def evaluate(args: argparse.Namespace) -> None:
         write_results(Path(tmp) / "run", evaluation.metrics, evaluation.grids, facts)
         written = time.perf_counter() - started
         modules = len(adapter_modules(adapter))
+    same = serial.metrics["acc"] == evaluation.metrics["acc"]
     samples = evaluation.metrics["samples"]
     images = 2 * sum(samples.values())
     print(
@@ -141,9 +148,16 @@ def evaluate(args: argparse.Namespace) -> None:
         f"  images per model state: {', '.join(f'{k} {v}' for k, v in samples.items())}; "
         f"{images} in all (before + after)"
     )
+    threads = side_by_side_threads(cfg)
+    way = f"side by side (2 processes x {threads} threads)" if threads else "in one process"
     print(
-        f"  evaluate_adapter {evaluated:.1f} s ({images / evaluated:.1f} images/s); with "
+        f"  evaluate_adapter {evaluated:.1f} s {way} ({images / evaluated:.1f} images/s); with "
         f"metrics.json, metrics.parquet and report.html written {written:.1f} s"
+    )
+    print(
+        f"  one state after the other in one process (eval.side_by_side=false): "
+        f"{serial_seconds:.1f} s, {serial_seconds / evaluated:.2f}x the time; "
+        f"Acc {'identical' if same else 'DIFFERENT'}"
     )
     print(
         f"  torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY "

@@ -322,3 +322,28 @@ def test_erase_with_no_eval_leaves_no_metrics(tmp_path: Path, random_adapter: Pa
     assert not called and result.metrics == {}
     assert {p.name for p in out.iterdir()} == {"adapter", "manifest.json", "training.json"}
     assert "evaluation skipped" in run.summary_table(result)
+
+
+def test_before_and_after_side_by_side_measure_what_one_process_measures(
+    random_adapter: Path,
+) -> None:
+    """eval.side_by_side measures the two states in two processes at once; it must give the
+    numbers of measuring them one after the other in this process."""
+    from fade.eval.evaluate import evaluate_adapter, side_by_side_threads
+    from fade.plan import make_plan
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("side by side needs two threads to split")
+    numbers = {}
+    for side_by_side in (True, False):
+        overrides = [*QUICK, "concepts.names=diamond", f"eval.side_by_side={side_by_side}"]
+        cfg = load_config(overrides=overrides)
+        assert bool(side_by_side_threads(cfg)) is side_by_side
+        plan = make_plan(cfg)
+        metrics = evaluate_adapter(plan.config, plan, random_adapter, progress=False).metrics
+        numbers[side_by_side] = metrics
+    parallel, serial = numbers[True], numbers[False]
+    assert parallel["acc"] == serial["acc"] and parallel["per_concept"] == serial["per_concept"]
+    for state in ("before", "after"):
+        assert parallel["fidelity"][state] == pytest.approx(serial["fidelity"][state], rel=1e-3)
+    assert parallel["fidelity"]["after"] != parallel["fidelity"]["before"]  # the adapter acted

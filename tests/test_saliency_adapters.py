@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from peft.tuners.lora import LoraLayer
 
 from fade.adapters import (
+    ADAPTER_NAME,
     adapter_modules,
     adapter_size_bytes,
     attach_lora,
+    fuse_into_weights,
     load_adapter,
     lora_parameters,
     save_adapter,
@@ -119,3 +122,26 @@ def test_adapter_round_trips_fuses_and_unfuses(family: str, group: str, tmp_path
     reloaded.pipeline.unfuse_lora()
     reloaded.pipeline.disable_lora()
     torch.testing.assert_close(images(reloaded), base_images, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["flux", "sd"])
+def test_fused_adapter_draws_what_the_loaded_one_draws_without_lora_layers(
+    family: str, tmp_path
+) -> None:
+    """The evaluation measures an adapter fused (as deployed): it must draw the loaded
+    adapter's images, and no LoRA layer may be left that could switch it off."""
+    trained = fresh(family)
+    attach_lora(trained, candidate_modules(trained.denoiser, family)[:4], rank=2)
+    with torch.no_grad():
+        for p in lora_parameters(trained):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.3)
+    save_adapter(trained, tmp_path)
+    base_images = images(fresh(family))
+
+    model = fresh(family)
+    load_adapter(model, tmp_path)
+    loaded_images = images(model)
+    fuse_into_weights(model, [ADAPTER_NAME])
+    assert not any(isinstance(m, LoraLayer) for m in model.denoiser.modules())
+    torch.testing.assert_close(images(model), loaded_images, rtol=0, atol=1e-4)
+    assert not torch.allclose(images(model), base_images, atol=1e-3)

@@ -191,13 +191,14 @@ def measure(
     seed: int = 0,
     label: str = "",
     alignment: Callable[[torch.Tensor, list[str]], list[float]] | None = None,
+    position: int = 0,
 ) -> StateMeasurement:
     """Generate every group's images for one model state and run the detector once per group;
     with `features` and `reference`, also the Fréchet distance of the neutral images' features
     to the reference's (clean-fid's code); with `alignment` (images, prompts) -> per-image
     scores, each image's alignment with its prompt (CLIP score). Image i of a group uses noise
     seed `seed + i` in every state. `label` names the model state on the progress bar
-    ("before", "after")."""
+    ("before", "after"), and `position` its line when two states are measured at once."""
     confidence = eval_cfg.confidence
     named = [(name, getattr(sets, name)) for name in GROUPS if name != "neutral"]
     named.append(("neutral", PromptGroup(list(sets.neutral), [])))
@@ -206,6 +207,7 @@ def measure(
         desc=f"evaluate {label}".strip(),
         unit="img",
         disable=not label,
+        position=position,
     )
     out = StateMeasurement({})
     for name, group in named:

@@ -22,7 +22,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
-from fade.adapters import load_adapter
+from fade.adapters import fuse_into_weights, load_adapter
 from fade.backbones import Backbone
 from fade.eval.sampling import noise_for
 from fade.serve.registry import NO_ADAPTER, AdapterEntry
@@ -95,12 +95,8 @@ class ImageEngine:
         names = [f"policy-{entry.id}" for entry in policy]
         for entry, name in zip(policy, names, strict=True):
             load_adapter(self.backbone, entry.weights_dir, adapter_name=name)
-        pipeline = self.backbone.pipeline
-        pipeline.set_adapters(names, adapter_weights=[1.0] * len(names))
-        pipeline.fuse_lora(adapter_names=names, lora_scale=1.0)
-        # Unloading after fusing keeps the fused weights and drops the LoRA layers: nothing
-        # is left that disable_lora, set_adapters or a scale could turn off.
-        pipeline.unload_lora_weights()
+        # Nothing is left that disable_lora, set_adapters or a scale could turn off.
+        fuse_into_weights(self.backbone, names)
         log.info("policy fused into the base weights: %s", ", ".join(self.policy))
 
     def load(self, adapter_id: str) -> None:
