@@ -232,9 +232,9 @@ class EvalConfig:
     #: images is mostly sampling noise.
     fd_samples: int = _f(64, range=(16, None))
     #: On CPU, measure the base model and the adapted model at once, one process each with
-    #: half the threads: a small model's sampling gains little from a second thread (128 toy
-    #: images: 20.2 s on 2 threads, 12.5 s as two 1-thread processes). Never on a GPU (two
-    #: copies of the model) or with one thread.
+    #: half the threads: a small model's sampling gains less from a second thread than from a
+    #: second process (128 toy images: 20.2 s on 2 threads, 12.5 s as two 1-thread processes).
+    #: Never on a GPU (two copies of the model) or with one thread.
     side_by_side: bool = True
 
 

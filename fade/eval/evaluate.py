@@ -287,10 +287,10 @@ def side_by_side_threads(cfg: FadeConfig) -> int:
     """Threads for each of the two processes that measure the base and the adapted model at
     once (`eval.side_by_side`), or 0 to measure them one after the other in this process.
 
-    Why two processes: sampling a small model gains little from a second thread (128 toy
-    images took 20.2 s on 2 threads and 31.6 s on 1, but two 1-thread processes sampled 64
-    each in 12.5 s), and the two states are independent. Not on a GPU, where each process
-    would hold its own copy of the model on the same device.
+    Why two processes: sampling a small model gains less from a second thread than from a
+    second process (128 toy images took 20.2 s on 2 threads and 31.6 s on 1, but two 1-thread
+    processes sampled 64 each in 12.5 s), and the two states are independent. Not on a GPU,
+    where each process would hold its own copy of the model on the same device.
     """
     from fade.backbones.loading import pick_device
 
