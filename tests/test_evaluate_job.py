@@ -332,16 +332,19 @@ def test_before_and_after_side_by_side_measure_what_one_process_measures(
     from fade.eval.evaluate import evaluate_adapter, side_by_side_threads
     from fade.plan import make_plan
 
-    if torch.get_num_threads() < 2:
-        pytest.skip("side by side needs two threads to split")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(2, previous))  # two threads to split, on any machine
     numbers = {}
-    for side_by_side in (True, False):
-        overrides = [*QUICK, "concepts.names=diamond", f"eval.side_by_side={side_by_side}"]
-        cfg = load_config(overrides=overrides)
-        assert bool(side_by_side_threads(cfg)) is side_by_side
-        plan = make_plan(cfg)
-        metrics = evaluate_adapter(plan.config, plan, random_adapter, progress=False).metrics
-        numbers[side_by_side] = metrics
+    try:
+        for side_by_side in (True, False):
+            overrides = [*QUICK, "concepts.names=diamond", f"eval.side_by_side={side_by_side}"]
+            cfg = load_config(overrides=overrides)
+            assert bool(side_by_side_threads(cfg)) is side_by_side
+            plan = make_plan(cfg)
+            metrics = evaluate_adapter(plan.config, plan, random_adapter, progress=False).metrics
+            numbers[side_by_side] = metrics
+    finally:
+        torch.set_num_threads(previous)
     parallel, serial = numbers[True], numbers[False]
     assert parallel["acc"] == serial["acc"] and parallel["per_concept"] == serial["per_concept"]
     for state in ("before", "after"):
