@@ -34,7 +34,9 @@ def _one_line(message: str) -> str:
 
 def run_cli(main: Callable[[], int | None]) -> int:
     """Run ``main``; turn a :class:`FadeError` into ``error: <msg>`` on stderr and exit code 2
-    (an :class:`Interrupted` into ``interrupted: <msg>`` and 130).
+    (an :class:`Interrupted` into ``interrupted: <msg>`` and 130; a Ctrl-C that no stage turned
+    into one, say during an evaluation, into ``interrupted: stopped by Ctrl-C`` and 130: the
+    user asked for it, so a traceback would only bury the prompt).
 
     Usage in an entry script: ``sys.exit(run_cli(main))``. Returns ``main``'s own return value
     (``None`` becomes 0).
@@ -43,6 +45,9 @@ def run_cli(main: Callable[[], int | None]) -> int:
         code = main()
     except Interrupted as exc:
         print(f"interrupted: {_one_line(str(exc))}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except KeyboardInterrupt:
+        print("interrupted: stopped by Ctrl-C before it finished", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
     except FadeError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)

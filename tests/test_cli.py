@@ -164,6 +164,17 @@ def test_an_interrupted_run_says_what_was_kept_and_exits_130(capsys) -> None:
     )
 
 
+def test_a_ctrl_c_outside_training_is_one_line_and_130(capsys) -> None:
+    """Ctrl-C during an evaluation reaches the entry point as a bare KeyboardInterrupt."""
+    from fade.errors import run_cli
+
+    def main() -> int:
+        raise KeyboardInterrupt
+
+    assert run_cli(main) == 130
+    assert capsys.readouterr().err == "interrupted: stopped by Ctrl-C before it finished\n"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

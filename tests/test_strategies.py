@@ -60,9 +60,10 @@ def _eraser(strategy: str, rank: int, world: int = WORLD):
     )
 
 
-def _train_and_resume(rank: int, strategy: str, port: int, out: str, resume_from: str) -> None:
-    """One worker: train FIRST_STEPS steps and save the state and adapter; then, in a fresh
-    model, resume `resume_from` (ddp's first state) to TOTAL_STEPS and save that state."""
+def _train_and_resume(rank: int, port: int, root: str) -> None:
+    """One worker, every strategy in turn in one process group (a spawn per strategy cost
+    ~30 s of imports each): train FIRST_STEPS steps and save the state and adapter; then, in
+    a fresh model, resume ddp's first state to TOTAL_STEPS and save that state."""
     from fade.adapters import save_adapter
     from fade.erase import EraseResult
 
@@ -70,26 +71,28 @@ def _train_and_resume(rank: int, strategy: str, port: int, out: str, resume_from
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=TIMEOUT)
     try:
-        out_dir = Path(out)
-        eraser = _eraser(strategy, rank)
-        eraser.setup()
-        eraser.pretrain_discriminator(1)
-        eraser.config = dataclasses.replace(eraser.config, steps=FIRST_STEPS)
-        result = eraser.train(progress=False)
-        state = eraser.state_dict(result)
-        if rank == 0:
-            save_adapter(eraser.backbone, out_dir / "adapter", weights=state["adapter"])
-            torch.save({**state, "selected": eraser.selection.selected}, out_dir / "first.pt")
-        dist.barrier()
+        for strategy in STRATEGIES:  # ddp first: the others resume its checkpoint
+            out_dir = Path(root) / strategy
+            eraser = _eraser(strategy, rank)
+            eraser.setup()
+            eraser.pretrain_discriminator(1)
+            eraser.config = dataclasses.replace(eraser.config, steps=FIRST_STEPS)
+            result = eraser.train(progress=False)
+            state = eraser.state_dict(result)
+            if rank == 0:
+                out_dir.mkdir()
+                save_adapter(eraser.backbone, out_dir / "adapter", weights=state["adapter"])
+                torch.save({**state, "selected": eraser.selection.selected}, out_dir / "first.pt")
+            dist.barrier()
 
-        saved = torch.load(Path(resume_from) / "first.pt", weights_only=False)
-        resumed = _eraser(strategy, rank)
-        resumed.setup(eraser.selection, saved["adapter"])
-        partial: EraseResult = resumed.load_state_dict(saved)
-        done = resumed.train(progress=False, result=partial)
-        final = resumed.state_dict(done)
-        if rank == 0:
-            torch.save(final, out_dir / "resumed.pt")
+            saved = torch.load(Path(root) / "ddp" / "first.pt", weights_only=False)
+            resumed = _eraser(strategy, rank)
+            resumed.setup(eraser.selection, saved["adapter"])
+            partial: EraseResult = resumed.load_state_dict(saved)
+            done = resumed.train(progress=False, result=partial)
+            final = resumed.state_dict(done)
+            if rank == 0:
+                torch.save(final, out_dir / "resumed.pt")
     finally:
         dist.destroy_process_group()
 
@@ -119,13 +122,8 @@ def _round_trip(rank: int, world: int, port: int, checkpoint: str, out: str) -> 
 @pytest.fixture(scope="module")
 def strategy_runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("strategies")
-    runs = {}
-    for strategy in STRATEGIES:  # ddp first: the others resume its checkpoint
-        runs[strategy] = root / strategy
-        runs[strategy].mkdir()
-        args = (strategy, free_port(), str(runs[strategy]), str(root / "ddp"))
-        mp.spawn(_train_and_resume, args=args, nprocs=WORLD)
-    return runs
+    mp.spawn(_train_and_resume, args=(free_port(), str(root)), nprocs=WORLD)
+    return {strategy: root / strategy for strategy in STRATEGIES}
 
 
 def _max_difference(a: dict, b: dict) -> float:
