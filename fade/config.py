@@ -115,6 +115,10 @@ class EraseConfig:
     #: enters: redirects the concept's prompts to a surrogate and leaves other prompts alone),
     #: "all"; null: the recipe's (blocks remove, all mass, conditioning redirect).
     candidates: str | None = _f(None, choices=("blocks", "conditioning", "all"))
+    #: Rank modules by the concept's saliency divided by its same-category neighbours' (the
+    #: row's sentence with a neighbour in the concept's place), so the adapter goes where the
+    #: concept lives and its neighbours do not; off: the concept's saliency alone.
+    saliency_contrast: bool = False
     #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
     saliency_batches: int = _f(4, range=(1, None))
     lora_rank: int = _f(4, range=(1, 1024))

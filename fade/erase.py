@@ -141,6 +141,7 @@ class Eraser:
             seed=int(self._randint(2**31)),
             reduce=self._mean_scores if self.all_reduce_mean else None,
             group=cfg.candidates,
+            contrasts=self._saliency_contrasts() if cfg.saliency_contrast else None,
         )
         torch.manual_seed(self.seed)  # identical adapter and D initialisation on every worker
         attach_lora(self.backbone, self.selection.selected, cfg.lora_rank, cfg.lora_alpha)
@@ -327,6 +328,22 @@ class Eraser:
             prompts = [mine or theirs for mine, theirs in zip(contrast, prompts, strict=True)]
         retain = self.backbone.encode(prompts)
         return preservation_loss(self.backbone, z, sigma, retain, self.size)
+
+    def _saliency_contrasts(self) -> list[list[str]]:
+        """For `erase.saliency_contrast`: one list per neighbour, each target row's sentence
+        with that neighbour (a row's k-th of its concept's, cycled; the row's neutral prompt
+        where the sentence would name an erased concept or no neighbour exists)."""
+        p = self.prompts
+        counts = [len(p.neighbours[c]) if p.neighbours else 0 for c in p.concept_of]
+        lists = []
+        for k in range(max(counts, default=0)):
+            lists.append(
+                [
+                    (p.contrast_with(row, p.neighbours[c][k % n]) if n else "") or p.neutral[row]
+                    for row, (c, n) in enumerate(zip(p.concept_of, counts, strict=True))
+                ]
+            )
+        return lists or [p.neutral]
 
     def _neighbour_sentence(self, row: int) -> str:
         """Row `row`'s sentence with the next neighbour of its concept dealt from a shuffled

@@ -98,10 +98,19 @@ def concept_saliency(
     size: tuple[int, int] = (32, 32),
     seed: int = 0,
     group: str = "blocks",
+    contrasts: list[list[str]] | None = None,
 ) -> dict[str, float]:
-    """Mean |grad| of the concept loss per candidate module, accumulated over `batches`."""
+    """Mean |grad| of the concept loss per candidate module, accumulated over `batches`.
+
+    With `contrasts` (lists aligned with the targets, one per neighbour concept: each row's
+    sentence with that neighbour in the concept's place), the score is the concept's mean
+    |grad| divided by the largest of the neighbours' at the same states: modules that carry the
+    concept more than any neighbour rank first, so the adapter lands where changing the concept
+    costs the neighbours least."""
     if len(target_prompts) != len(neutral_prompts) or not target_prompts:
         raise ValueError("target and neutral prompts must be non-empty and aligned")
+    if contrasts is not None and any(len(c) != len(target_prompts) for c in contrasts):
+        raise ValueError("contrast prompts must be aligned with the target prompts")
     denoiser = backbone.denoiser
     names = candidate_modules(denoiser, backbone.family, group)
     modules = dict(denoiser.named_modules())
@@ -110,6 +119,7 @@ def concept_saliency(
     # everything, and .grad for all of FLUX would cost gigabytes.
     previous = {p: p.requires_grad for p in denoiser.parameters()}
     totals = dict.fromkeys(names, 0.0)
+    rivals = [dict.fromkeys(names, 0.0) for _ in contrasts or ()]
     generator = torch.Generator().manual_seed(seed)
     height, width = size
     try:
@@ -124,18 +134,30 @@ def concept_saliency(
             noise = backbone.initial_noise(batch_size, height, width, generator)
             state = backbone.trajectory_state(noise, target, sample_steps, generator, height, width)
             sigma = torch.full((batch_size,), state.sigma, device=state.latents.device)
-            difference = backbone.predict(
-                state.latents, sigma, target, size=size
-            ) - backbone.predict(state.latents, sigma, neutral, size=size)
-            difference.square().mean().backward()
-            for name, w in weights.items():
-                totals[name] += float(w.grad.abs().mean()) if w.grad is not None else 0.0
-                w.grad = None
+            _accumulate_grad(backbone, state.latents, sigma, target, neutral, size, weights, totals)
+            for prompts, rival in zip(contrasts or (), rivals, strict=True):
+                contrast = backbone.encode([prompts[i] for i in index])
+                _accumulate_grad(
+                    backbone, state.latents, sigma, contrast, neutral, size, weights, rival
+                )
     finally:
         for parameter, flag in previous.items():
             parameter.requires_grad_(flag)
             parameter.grad = None
+    if rivals:
+        return {name: totals[name] / max(*(r[name] for r in rivals), 1e-12) for name in names}
     return {name: total / batches for name, total in totals.items()}
+
+
+def _accumulate_grad(backbone, latents, sigma, cond, neutral, size, weights, totals) -> None:
+    """Add each weight's mean |grad| of ‖f(z, σ, cond) − f(z, σ, neutral)‖² to `totals`."""
+    difference = backbone.predict(latents, sigma, cond, size=size) - backbone.predict(
+        latents, sigma, neutral, size=size
+    )
+    difference.square().mean().backward()
+    for name, w in weights.items():
+        totals[name] += float(w.grad.abs().mean()) if w.grad is not None else 0.0
+        w.grad = None
 
 
 def locate_concept(

@@ -17,7 +17,7 @@ from fade.adapters import (
     save_adapter,
 )
 from fade.backbones import Backbone, wrap_pipeline
-from fade.saliency import candidate_modules, locate_concept, select_top
+from fade.saliency import candidate_modules, concept_saliency, locate_concept, select_top
 from tests.tiny import TINY_SIZE, tiny_flux_pipeline, tiny_sd_pipeline
 
 TARGET = ["a photo of a red circle", "a red circle in the style of dotted"]
@@ -74,6 +74,26 @@ def test_saliency_scores_every_candidate_and_leaves_weights_frozen(family: str) 
     assert len(selection.selected) == max(1, -(-len(candidates) // 4))
     assert not any(p.requires_grad for p in backbone.denoiser.parameters())
     assert selection.to_dict()["ranking"][0][1] >= selection.to_dict()["ranking"][-1][1]
+
+
+@pytest.mark.parametrize("family", ["flux", "sd"])
+def test_contrast_saliency_is_the_concepts_saliency_over_its_neighbours(family: str) -> None:
+    """erase.saliency_contrast: the concept's mean |grad| divided by the largest of its
+    neighbours' at the same states. A neighbour that is the concept itself scores every
+    module 1."""
+    backbone = fresh(family)
+    settings = {"batches": 1, "batch_size": 2, "sample_steps": 2, "size": (TINY_SIZE, TINY_SIZE)}
+    plain = concept_saliency(backbone, TARGET, NEUTRAL, **settings)
+    itself = concept_saliency(backbone, TARGET, NEUTRAL, contrasts=[TARGET], **settings)
+    assert itself == {name: 1.0 if score > 0 else 0.0 for name, score in plain.items()}
+    swapped = concept_saliency(backbone, TARGET, NEUTRAL, contrasts=[TARGET[::-1]], **settings)
+    assert set(swapped) == set(plain) and swapped != itself
+    both = concept_saliency(backbone, TARGET, NEUTRAL, contrasts=[TARGET, NEUTRAL], **settings)
+    # The largest neighbour saliency divides: next to the concept itself, the neutral prompt
+    # (whose difference from itself is zero) changes nothing.
+    assert both == itself
+    with pytest.raises(ValueError, match="aligned"):
+        concept_saliency(backbone, TARGET, NEUTRAL, contrasts=[TARGET[:1]], **settings)
 
 
 @pytest.mark.parametrize("family", ["flux", "sd"])
