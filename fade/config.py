@@ -115,10 +115,11 @@ class EraseConfig:
     #: enters: redirects the concept's prompts to a surrogate and leaves other prompts alone),
     #: "all"; null: the recipe's (blocks remove, all mass, conditioning redirect).
     candidates: str | None = _f(None, choices=("blocks", "conditioning", "all"))
-    #: Rank modules by the concept's saliency divided by its same-category neighbours' (the
-    #: row's sentence with a neighbour in the concept's place), so the adapter goes where the
-    #: concept lives and its neighbours do not; off: the concept's saliency alone.
-    saliency_contrast: bool = False
+    #: Rank modules by the concept's saliency divided by the largest of its same-category
+    #: neighbours' (its sentences with each neighbour in its place), so the adapter goes where
+    #: the concept lives and no neighbour does; off: the concept's saliency alone. null: the
+    #: recipe's (on for remove; mass selects every module, redirect the conditioning ones).
+    saliency_contrast: bool | None = None
     #: Batches of concept prompts whose gradients are accumulated into the saliency ranking.
     saliency_batches: int = _f(4, range=(1, None))
     lora_rank: int = _f(4, range=(1, 1024))

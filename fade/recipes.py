@@ -58,6 +58,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "erase": {
             "candidates": "blocks",
             "sparsity": 0.5,
+            "saliency_contrast": True,
             "steps": 140,
             "lr": 6e-3,
             "lam": 20.0,
@@ -72,6 +73,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "erase": {
             "candidates": "all",
             "sparsity": 1.0,
+            "saliency_contrast": False,
             "steps": 600,
             "lr": 3e-3,
             "lam": 20.0,
@@ -86,6 +88,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "erase": {
             "candidates": "conditioning",
             "sparsity": 0.5,
+            "saliency_contrast": False,
             "steps": 600,
             "lr": 3e-3,
             "lam": 40.0,

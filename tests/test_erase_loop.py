@@ -161,6 +161,42 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
         assert all(prompt in prompts.retain for prompt in held)
 
 
+@pytest.mark.parametrize("contrast", [True, False])
+def test_saliency_over_neighbours_ranks_against_each_neighbours_sentences(
+    contrast, monkeypatch
+) -> None:
+    """erase.saliency_contrast: saliency gets one list per neighbour, each target row's own
+    sentence with that neighbour in the concept's place; off, none."""
+    import fade.erase as erase_module
+    from fade.catalog import load_catalog
+
+    catalog = load_catalog("toy")
+    prompts = build_prompt_sets([catalog.get("diamond")], catalog, n_per_concept=4, n_retain=4)
+    seen = {}
+    locate = erase_module.locate_concept
+
+    def spy(*args, contrasts=None, **kwargs):
+        seen["contrasts"] = contrasts
+        return locate(*args, contrasts=contrasts, **kwargs)
+
+    monkeypatch.setattr(erase_module, "locate_concept", spy)
+    config = dataclasses.replace(TINY_ERASE, saliency_contrast=contrast)
+    eraser = Eraser(
+        wrap_pipeline(tiny_flux_pipeline()), prompts, config, size=(TINY_SIZE, TINY_SIZE)
+    )
+    eraser.setup()
+    if not contrast:
+        assert seen["contrasts"] is None
+        return
+    rows = range(len(prompts.target))
+    assert len(seen["contrasts"]) == len(prompts.neighbours[0]) > 1
+    for phrase, sentences in zip(prompts.neighbours[0], seen["contrasts"], strict=True):
+        assert sentences == [
+            prompts.contrast_with(row, phrase) or prompts.neutral[row] for row in rows
+        ]
+        assert not set(sentences) & set(prompts.target)
+
+
 @pytest.mark.parametrize(
     ("paired_prompts", "n_retain", "held"),
     [("neighbours", 0, True), ("retain", 0, False), ("retain", 4, True)],
@@ -206,6 +242,7 @@ def test_unset_settings_come_from_the_recipe() -> None:
         140,
         6e-3,
     )
+    assert resolved.saliency_contrast is True
     redirected = build_prompt_sets(
         [dataclasses.replace(SPEC, surrogate="square")], None, n_per_concept=4, seed=0
     )
@@ -213,6 +250,7 @@ def test_unset_settings_come_from_the_recipe() -> None:
     assert eraser.config.recipe == "redirect" and eraser.config.candidates == "conditioning"
     assert eraser.config.paired_preservation and eraser.config.steps == 7
     assert (eraser.config.lr, eraser.config.lam) == (3e-3, 40.0)
+    assert eraser.config.saliency_contrast is False
     eraser = Eraser(backbone, redirected, EraseConfig(recipe="remove"), size=(TINY_SIZE, TINY_SIZE))
     assert eraser.config.candidates == "blocks" and eraser.config.w_rem == 0.1
     several = build_prompt_sets(
