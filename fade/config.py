@@ -94,7 +94,7 @@ class EraseConfig:
     #: Weight of self-distillation to the surrogate (or anchor) prompt.
     w_dist: float = _f(1.0, range=(0, None))
     #: η: L_dist's target is f(y_s) − η·(f(y_c) − f(y_s)), pushed away from the concept as
-    #: in ESD; 0 is the plain self-distillation target f(y_s). null: the recipe's (8 remove, 4
+    #: in ESD; 0 is the plain self-distillation target f(y_s). null: the recipe's (10 remove, 4
     #: mass, 2 redirect).
     negative_guidance: float | None = _f(None, range=(0, None))
     #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].

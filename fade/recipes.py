@@ -3,17 +3,21 @@
 Why several recipes: removing a concept, redirecting it to a surrogate and removing many at once
 are different edits, and one setting serves them badly (measured on the toy world, docs/erasure.md):
 
-- **remove** (one concept, no surrogate): an adapter on the denoiser's blocks, pushed away
-  from the concept by negative guidance (η = 8) with a light adversary, erases a shape in 140
-  steps at lr 6e-3. World v3 draws its shapes more firmly than world v1, where η 6, lr 3e-3
-  and 60 steps erased diamond; on v3 those left 12.5% of it, and 100 steps at η 8 and lr 6e-3
-  still left "a diamond by velmora" at 19%; 140 steps left none. Retain prompts are also held
-  at the concept's own states (paired preservation), as the concept's own sentences with a
-  neighbour in its place ("a red diamond" -> "a red circle"): on world v1, without paired
-  preservation one neighbour fell 81 → 50% (16 images); with random retain prompts there,
-  triangle lost 10.4 points (144 images), with neighbour sentences 5.6. The same settings with
-  a surrogate gave 0% surrogate images: the blocks adapter learns "draw less of this", not
-  "draw that instead".
+- **remove** (one concept, no surrogate): an adapter on the denoiser's blocks, pushed away from
+  the concept by negative guidance (η = 10; η 8 before saliency over the neighbours) with a
+  light adversary, erases a shape in 140 steps at lr 6e-3. World v3 draws its shapes more firmly
+  than world v1, where η 6, lr 3e-3 and 60 steps erased diamond; on v3 those left 12.5% of it,
+  and 100 steps at η 8 and lr 6e-3 still left "a diamond by velmora" at 19%; 140 steps left
+  none. Retain prompts are also held at the concept's own states (paired preservation), as the
+  concept's own sentences with a neighbour in its place ("a red diamond" -> "a red circle"): on
+  world v1, without paired preservation one neighbour fell 81 → 50% (16 images); with random
+  retain prompts there, triangle lost 10.4 points (144 images), with neighbour sentences 5.6.
+  Saliency ranks the modules by the concept's gradient over the largest of its neighbours'
+  (`erase.saliency_contrast`): on world v3, ranked by the concept's gradient alone, seeds 1 and
+  2 cost a neighbour 10.4 and 12.5 points (144 images); over the neighbours' no neighbour lost
+  more than 4.2 on any of seeds 0-2, but 3-9% of the target was left at η 8, so η is 10 (seed 0:
+  0%, every neighbour within 1.4 points). The same settings with a surrogate gave 0% surrogate
+  images: the blocks adapter learns "draw less of this", not "draw that instead".
 - **redirect** (a surrogate is given): an adapter on the projections where the prompt enters
   the denoiser (`erase.candidates = conditioning`) maps the concept's prompts onto the
   surrogate's, and leaves every other prompt's path untouched; retain prompts are also held at
@@ -62,7 +66,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "steps": 140,
             "lr": 6e-3,
             "lam": 20.0,
-            "negative_guidance": 8.0,
+            "negative_guidance": 10.0,
             "w_rem": 0.1,
             "paired_preservation": True,
             "paired_prompts": "neighbours",
