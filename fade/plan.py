@@ -78,7 +78,7 @@ class RunPlan:
             f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0} "
             f"eta={erase.negative_guidance} paired_preservation={self._paired_held()}",
             f"adapter      {erase.candidates} projections, sparsity={erase.sparsity} "
-            f"({'over neighbours' if erase.saliency_contrast else 'plain'} saliency) "
+            f"({'saliency over neighbours' if erase.saliency_contrast else 'saliency alone'}) "
             f"rank={erase.lora_rank} steps={erase.steps}",
             f"distributed  {cfg.distributed.strategy} x {cfg.distributed.num_workers} workers",
             f"evaluation   {evaluation}",
