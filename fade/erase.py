@@ -329,10 +329,11 @@ class Eraser:
         retain = self.backbone.encode(prompts)
         return preservation_loss(self.backbone, z, sigma, retain, self.size)
 
-    def _saliency_contrasts(self) -> list[list[str]]:
+    def _saliency_contrasts(self) -> list[list[str]] | None:
         """For `erase.saliency_contrast`: one list per neighbour, each target row's sentence
         with that neighbour (a row's k-th of its concept's, cycled; the row's neutral prompt
-        where the sentence would name an erased concept or no neighbour exists)."""
+        where the sentence would name an erased concept or no neighbour exists). None when no
+        concept has a neighbour: there is nothing to rank against, so saliency stays plain."""
         p = self.prompts
         counts = [len(p.neighbours[c]) if p.neighbours else 0 for c in p.concept_of]
         lists = []
@@ -343,7 +344,7 @@ class Eraser:
                     for row, (c, n) in enumerate(zip(p.concept_of, counts, strict=True))
                 ]
             )
-        return lists or [p.neutral]
+        return lists or None
 
     def _neighbour_sentence(self, row: int) -> str:
         """Row `row`'s sentence with the next neighbour of its concept dealt from a shuffled

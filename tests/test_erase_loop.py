@@ -197,6 +197,25 @@ def test_saliency_over_neighbours_ranks_against_each_neighbours_sentences(
         assert not set(sentences) & set(prompts.target)
 
 
+def test_saliency_over_neighbours_without_neighbours_is_plain_saliency(monkeypatch) -> None:
+    import fade.erase as erase_module
+
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
+    seen = {}
+    locate = erase_module.locate_concept
+
+    def spy(*args, contrasts=None, **kwargs):
+        seen["contrasts"] = contrasts
+        return locate(*args, contrasts=contrasts, **kwargs)
+
+    monkeypatch.setattr(erase_module, "locate_concept", spy)
+    config = dataclasses.replace(TINY_ERASE, saliency_contrast=True)
+    Eraser(
+        wrap_pipeline(tiny_flux_pipeline()), prompts, config, size=(TINY_SIZE, TINY_SIZE)
+    ).setup()
+    assert not any(prompts.neighbours) and seen["contrasts"] is None
+
+
 @pytest.mark.parametrize(
     ("paired_prompts", "n_retain", "held"),
     [("neighbours", 0, True), ("retain", 0, False), ("retain", 4, True)],
