@@ -161,17 +161,11 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
         assert all(prompt in prompts.retain for prompt in held)
 
 
-@pytest.mark.parametrize("contrast", [True, False])
-def test_saliency_over_neighbours_ranks_against_each_neighbours_sentences(
-    contrast, monkeypatch
-) -> None:
-    """erase.saliency_contrast: saliency gets one list per neighbour, each target row's own
-    sentence with that neighbour in the concept's place; off, none."""
+def _saliency_contrasts_seen(prompts, contrast: bool, monkeypatch) -> dict:
+    """Set up an eraser with erase.saliency_contrast = `contrast`; returns what it handed
+    saliency as `contrasts`."""
     import fade.erase as erase_module
-    from fade.catalog import load_catalog
 
-    catalog = load_catalog("toy")
-    prompts = build_prompt_sets([catalog.get("diamond")], catalog, n_per_concept=4, n_retain=4)
     seen = {}
     locate = erase_module.locate_concept
 
@@ -181,10 +175,23 @@ def test_saliency_over_neighbours_ranks_against_each_neighbours_sentences(
 
     monkeypatch.setattr(erase_module, "locate_concept", spy)
     config = dataclasses.replace(TINY_ERASE, saliency_contrast=contrast)
-    eraser = Eraser(
+    Eraser(
         wrap_pipeline(tiny_flux_pipeline()), prompts, config, size=(TINY_SIZE, TINY_SIZE)
-    )
-    eraser.setup()
+    ).setup()
+    return seen
+
+
+@pytest.mark.parametrize("contrast", [True, False])
+def test_saliency_over_neighbours_ranks_against_each_neighbours_sentences(
+    contrast, monkeypatch
+) -> None:
+    """erase.saliency_contrast: saliency gets one list per neighbour, each target row's own
+    sentence with that neighbour in the concept's place; off, none."""
+    from fade.catalog import load_catalog
+
+    catalog = load_catalog("toy")
+    prompts = build_prompt_sets([catalog.get("diamond")], catalog, n_per_concept=4, n_retain=4)
+    seen = _saliency_contrasts_seen(prompts, contrast, monkeypatch)
     if not contrast:
         assert seen["contrasts"] is None
         return
@@ -198,21 +205,8 @@ def test_saliency_over_neighbours_ranks_against_each_neighbours_sentences(
 
 
 def test_saliency_over_neighbours_without_neighbours_is_plain_saliency(monkeypatch) -> None:
-    import fade.erase as erase_module
-
     prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
-    seen = {}
-    locate = erase_module.locate_concept
-
-    def spy(*args, contrasts=None, **kwargs):
-        seen["contrasts"] = contrasts
-        return locate(*args, contrasts=contrasts, **kwargs)
-
-    monkeypatch.setattr(erase_module, "locate_concept", spy)
-    config = dataclasses.replace(TINY_ERASE, saliency_contrast=True)
-    Eraser(
-        wrap_pipeline(tiny_flux_pipeline()), prompts, config, size=(TINY_SIZE, TINY_SIZE)
-    ).setup()
+    seen = _saliency_contrasts_seen(prompts, True, monkeypatch)
     assert not any(prompts.neighbours) and seen["contrasts"] is None
 
 
