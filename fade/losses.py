@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fade.backbones import Backbone, Conditioning
+from fade.backbones import Backbone
 from fade.discriminator import ConceptDiscriminator
 
 
@@ -31,26 +31,15 @@ def adapter_disabled(backbone: Backbone) -> Iterator[None]:
         backbone.denoiser.enable_adapters()
 
 
-def base_prediction(
-    backbone: Backbone, z: Tensor, sigma: Tensor, cond: Conditioning, size: tuple[int, int]
-) -> Tensor:
-    """f_θ(z, σ, y) with the adapter off and no gradient: the reference for L_pres and L_dist."""
-    with torch.no_grad(), adapter_disabled(backbone):
-        return backbone.predict(z, sigma, cond, size=size)
-
-
 def removal_loss(discriminator: ConceptDiscriminator, concept_x0: Tensor) -> Tensor:
     """-log D_none(x̂0(y_c)), averaged; gradients reach the adapter through x̂0."""
     log_probs = F.log_softmax(discriminator(concept_x0), dim=-1)
     return -log_probs[:, discriminator.none_class].mean()
 
 
-def preservation_loss(
-    backbone: Backbone, z: Tensor, sigma: Tensor, cond: Conditioning, size: tuple[int, int]
-) -> Tensor:
-    """‖f_θ' − f_θ‖² at the given (early) states."""
-    reference = base_prediction(backbone, z, sigma, cond, size)
-    return F.mse_loss(backbone.predict(z, sigma, cond, size=size), reference)
+def preservation_loss(adapted: Tensor, base: Tensor) -> Tensor:
+    """‖f_θ'(z, σ, y) − f_θ(z, σ, y)‖² at the held (early, or the concept's own) states."""
+    return F.mse_loss(adapted, base.detach())
 
 
 def distillation_loss(prediction: Tensor, surrogate_reference: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ import torch
 from fade.backbones import wrap_pipeline
 from fade.concepts import ConceptSpec, build_prompt_sets
 from fade.config import EraseConfig
-from fade.erase import Eraser
+from fade.erase import DenoiserInput, Eraser
+from fade.losses import preservation_loss
 from tests.tiny import TINY_SIZE, tiny_flux_pipeline, tiny_sd_pipeline
 
 SPEC = ConceptSpec(
@@ -115,12 +116,48 @@ def test_paired_preservation_holds_retain_prompts_at_the_concepts_states() -> No
     config = dataclasses.replace(TINY_ERASE, w_rem=0.0, paired_preservation=True)
     eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
     eraser.setup()
-    z, sigma = eraser._trajectory_state(backbone.encode(prompts.target[:2]))
-    assert float(eraser._paired_preservation(z, sigma, [0, 1]).detach()) == 0.0
+    target = backbone.encode(prompts.target[:2])
+    z, sigma = eraser._trajectory_state(target)
+    neutral = backbone.encode(prompts.neutral[:2])
+    held = eraser._held_states(neutral, eraser._x0_of(neutral), z, sigma, [0, 1])
+    paired = held[-1]
+    assert paired.z is z and paired.sigma is sigma and len(held) == 3  # neutral, retain, paired
+
+    def paired_loss() -> float:
+        (mine,), (original,) = eraser._predict([paired]), eraser._predict([paired], adapter=False)
+        return float(preservation_loss(mine, original).detach())
+
+    assert paired_loss() == 0.0
     with torch.no_grad():
         for p in eraser.strategy.named.values():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.3)
-    assert float(eraser._paired_preservation(z, sigma, [0, 1]).detach()) > 0.0
+    assert paired_loss() > 0.0
+
+
+@pytest.mark.parametrize("make_pipeline", [tiny_flux_pipeline, tiny_sd_pipeline])
+def test_one_batched_call_predicts_what_a_call_per_input_predicts(make_pipeline) -> None:
+    """The step runs every loss term's denoiser input in one call (adapter on, then off): the
+    rows must come back in order and equal to separate calls, at different sigmas and prompts."""
+    backbone = wrap_pipeline(make_pipeline())
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=4, seed=0)
+    eraser = Eraser(backbone, prompts, TINY_ERASE, size=(TINY_SIZE, TINY_SIZE))
+    eraser.setup()
+    with torch.no_grad():
+        for p in eraser.strategy.named.values():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.3)
+    inputs = [
+        DenoiserInput(eraser._noise(2), torch.tensor([0.9, 0.9]), backbone.encode(texts))
+        for texts in (prompts.target[:2], prompts.retain[:2])
+    ]
+    inputs.append(DenoiserInput(eraser._noise(1), torch.tensor([0.4]), backbone.encode(["a"])))
+    for adapter in (True, False):
+        together = eraser._predict(inputs, adapter=adapter)
+        alone = [eraser._predict([one], adapter=adapter)[0] for one in inputs]
+        assert [t.shape for t in together] == [a.shape for a in alone]
+        for t, a in zip(together, alone, strict=True):
+            torch.testing.assert_close(t, a, rtol=1e-4, atol=1e-5)
+    on, off = eraser._predict(inputs[:1]), eraser._predict(inputs[:1], adapter=False)
+    assert not torch.allclose(on[0], off[0]) and on[0].requires_grad and not off[0].requires_grad
 
 
 @pytest.mark.parametrize(
@@ -145,12 +182,11 @@ def test_paired_preservation_holds_the_prompts_it_is_told_to(
     )
     eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE))
     eraser.setup()
-    z, sigma = eraser._trajectory_state(backbone.encode(prompts.target[:3]))
     encoded: list[list[str]] = []
     encode = backbone.encode
     monkeypatch.setattr(backbone, "encode", lambda texts: encoded.append(texts) or encode(texts))
     assert eraser.paired_prompts_exist
-    eraser._paired_preservation(z, sigma, [2, 1, 0])
+    eraser._paired_prompts([2, 1, 0])
     (held,) = encoded
     if paired_prompts == "neighbours":
         for position, row in ((1, 1), (2, 0)):  # the row's own template, some neighbour in it
@@ -232,12 +268,8 @@ def test_a_step_adds_paired_preservation_when_there_is_something_to_hold(
     )
     eraser.setup()
     calls: list[list[int]] = []
-    paired = eraser._paired_preservation
-    monkeypatch.setattr(
-        eraser,
-        "_paired_preservation",
-        lambda z, sigma, rows: calls.append(rows) or paired(z, sigma, rows),
-    )
+    paired = eraser._paired_prompts
+    monkeypatch.setattr(eraser, "_paired_prompts", lambda rows: calls.append(rows) or paired(rows))
     eraser.step(0)
     assert bool(calls) == held
 
