@@ -350,3 +350,58 @@ def test_before_and_after_side_by_side_measure_what_one_process_measures(
     for state in ("before", "after"):
         assert parallel["fidelity"][state] == pytest.approx(serial["fidelity"][state], rel=1e-3)
     assert parallel["fidelity"]["after"] != parallel["fidelity"]["before"]  # the adapter acted
+
+
+#: A job that spawns one measuring-like process (as `eval.side_by_side` does) and waits; the
+#: child calls fade's exit_with_parent, writes its pid and would then sleep for two minutes.
+SPAWNING_JOB = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+
+def child(pid_file):
+    from fade.eval.evaluate import exit_with_parent
+    exit_with_parent()
+    with open(pid_file + ".part", "w") as out:
+        out.write(str(os.getpid()))
+    os.replace(pid_file + ".part", pid_file)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(child, sys.argv[1]).result()  # a child that fails fails the job
+"""
+
+
+def test_a_measuring_process_ends_with_the_job_that_spawned_it(tmp_path: Path) -> None:
+    """A job killed outright (SIGKILL: no handler runs) leaves no process sampling on."""
+    import os
+    import time
+
+    import psutil
+
+    script, pid_file = tmp_path / "job.py", tmp_path / "child.pid"
+    script.write_text(SPAWNING_JOB)
+    job = subprocess.Popen(
+        [sys.executable, str(script), str(pid_file)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # this checkout's fade in the child too
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not pid_file.exists():
+            assert job.poll() is None, job.communicate()[1]
+            assert time.time() < deadline, "the child never started"
+            time.sleep(0.2)
+        child = psutil.Process(int(pid_file.read_text()))
+        job.kill()
+        job.wait()
+        deadline = time.time() + 15
+        while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            if time.time() > deadline:
+                child.kill()
+                raise AssertionError("the measuring process outlived its job")
+            time.sleep(0.2)
+    finally:
+        job.kill()
