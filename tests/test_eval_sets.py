@@ -103,3 +103,25 @@ def test_images_per_concept_beyond_the_plans_prompts_cycles_them() -> None:
         assert sets.synonyms.concepts.count(name) == available * 2 + 1
     fewer = build_eval_sets(plan, per_concept=4)
     assert fewer.target.concepts == ["circle"] * 4 + ["square"] * 4
+
+
+def _retained_prompts(sets, name: str) -> list[str]:
+    pairs = zip(sets.retained.prompts, sets.retained.concepts, strict=True)
+    return [prompt for prompt, concept in pairs if concept == name]
+
+
+def test_a_neighbours_prompts_leave_out_those_that_name_an_erased_concept() -> None:
+    """The prompt "a circle by velmora" is velmora's when velmora is erased, not the circle's; with
+    velmora kept it measures the circle like any other template."""
+    alone = build_eval_sets(make_plan(load_config(overrides=["concepts.names=diamond"])))
+    assert "a circle by velmora" in _retained_prompts(alone, "circle")
+    names = "[diamond,velmora]"
+    both = build_eval_sets(make_plan(load_config(overrides=[f"concepts.names={names}"])))
+    circle = _retained_prompts(both, "circle")
+    assert len(circle) == 32 and "a circle by tanaka" in circle
+    assert not any("velmora" in prompt for prompt in both.retained.prompts)
+    # Every template of an artist names an erased shape or letter here: all are kept.
+    every = "[circle,cross,square,heart,k,e,velmora]"
+    kept = build_eval_sets(make_plan(load_config(overrides=[f"concepts.names={every}"])))
+    artist = next(n for n in kept.retained_names if n in {"okafor", "tanaka", "brandt"})
+    assert len(set(_retained_prompts(kept, artist))) == 6

@@ -13,7 +13,7 @@ image i uses the same noise seed in both, so differences are the adapter's doing
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fade.backbones import Backbone
+from fade.concepts import ConceptSpec, mentions, render_prompt
 from fade.eval.frechet import frechet_distance
 from fade.eval.sampling import generate
 from fade.plan import RunPlan
@@ -95,9 +96,9 @@ def build_eval_sets(
     ]
     retained = PromptGroup([], [])
     for spec in neighbours:
+        prompts = _neighbour_prompts(spec, plan.concepts)
         for i in range(per_neighbour):
-            template = spec.templates[i % len(spec.templates)]
-            retained.prompts.append(template.replace("{}", spec.phrase))
+            retained.prompts.append(prompts[i % len(prompts)])
             retained.concepts.append(spec.name)
     neutral = [p.neutral[i % len(p.neutral)] for i in range(neutral_count)] if p.neutral else []
     return EvalSets(
@@ -108,6 +109,20 @@ def build_eval_sets(
         [spec.name for spec in neighbours],
         surrogates if any(surrogates) else [],
     )
+
+
+def _neighbour_prompts(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> list[str]:
+    """`spec`'s prompts, one per template, leaving out those that name an erased concept.
+
+    Why: "a crescent by velmora" is one of velmora's own prompts, which the erasure is meant to
+    change; counted as the crescent's, it charged the artist's removal to the shape (after a
+    ten-concept erasure the crescent was gone from all 8 such images that had shown it, and from
+    4 of 47 others). The training leaves the same prompts out of what it preserves
+    (fade.concepts). If every template names one, all are kept.
+    """
+    prompts = [render_prompt(template, spec.phrase) for template in spec.templates]
+    apart = [prompt for prompt in prompts if not any(mentions(prompt, e) for e in erased)]
+    return apart or prompts
 
 
 def detection_rate(detector, images: torch.Tensor, concepts: list[str], confidence: float) -> float:
