@@ -370,7 +370,7 @@ def build_prompt_sets(
 
     Each concept draws ``n_per_concept`` target rows from templates x (name + synonyms) with its
     own generator seeded by ``(seed, name)``; with several concepts, templates whose neutral
-    prompt names another erased concept are left out (see :func:`_templates_apart`). Retain
+    prompt names another erased concept are left out (see :func:`templates_apart`). Retain
     prompts interleave the catalog's generic captions (:data:`GENERIC_RETAIN` without a
     catalog), same-category neighbours (`neighbour_share` of them) and other concepts, dropping
     any that mention an erased concept, its synonyms or their plurals.
@@ -390,7 +390,7 @@ def build_prompt_sets(
     retained = _retained(concepts, catalog)
     for index, spec in enumerate(concepts):
         rng = random.Random(f"{seed}/{spec.name}")
-        templates = _templates_apart(spec, concepts)
+        templates = templates_apart(spec, concepts)
         rows = _draw([(t, term) for t in templates for term in spec.terms], n_per_concept, rng)
         neighbours = [other for other in retained if other.category == spec.category]
         sets.neighbours.append([other.phrase_for(other.name) for other in neighbours])
@@ -442,7 +442,7 @@ def _contrast(
     return "" if any(mentions(prompt, spec) for spec in erased) else prompt
 
 
-def _templates_apart(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> tuple[str, ...]:
+def templates_apart(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> tuple[str, ...]:
     """`spec`'s templates whose neutral prompt names no other erased concept.
 
     Why: in a mass erasure, "a {} by velmora" gives diamond the neutral prompt "a shape by

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fade.backbones import Backbone
-from fade.concepts import ConceptSpec, mentions, render_prompt
+from fade.concepts import ConceptSpec, render_prompt, templates_apart
 from fade.eval.frechet import frechet_distance
 from fade.eval.sampling import generate
 from fade.plan import RunPlan
@@ -112,17 +112,15 @@ def build_eval_sets(
 
 
 def _neighbour_prompts(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> list[str]:
-    """`spec`'s prompts, one per template, leaving out those that name an erased concept.
+    """`spec`'s prompts, one per template that names no erased concept (the rule the training
+    uses, :func:`fade.concepts.templates_apart`).
 
     Why: "a crescent by velmora" is one of velmora's own prompts, which the erasure is meant to
     change; counted as the crescent's, it charged the artist's removal to the shape (after a
     ten-concept erasure the crescent was gone from all 8 such images that had shown it, and from
-    4 of 47 others). The training leaves the same prompts out of what it preserves
-    (fade.concepts). If every template names one, all are kept.
+    4 of 47 others).
     """
-    prompts = [render_prompt(template, spec.phrase) for template in spec.templates]
-    apart = [prompt for prompt in prompts if not any(mentions(prompt, e) for e in erased)]
-    return apart or prompts
+    return [render_prompt(template, spec.phrase) for template in templates_apart(spec, erased)]
 
 
 def detection_rate(detector, images: torch.Tensor, concepts: list[str], confidence: float) -> float:
