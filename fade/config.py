@@ -126,7 +126,7 @@ class EraseConfig:
     #: LoRA alpha; None means alpha = rank (scale 1), which is also what gets saved.
     lora_alpha: float | None = _f(None, range=(0, None), low_open=True)
     #: Training steps (fewer if D reaches chance first); null: the recipe's (140 remove,
-    #: 60 per concept and at least 600 mass, 600 redirect).
+    #: 75 per concept and at least 600 mass, 600 redirect).
     steps: int | None = _f(None, range=(1, None))
     #: Adapter learning rate; null: the recipe's (6e-3 remove, 3e-3 mass and redirect).
     lr: float | None = _f(None, range=(0, None), low_open=True)

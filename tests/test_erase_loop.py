@@ -307,14 +307,15 @@ def test_unset_settings_come_from_the_recipe() -> None:
         "all",
         1.0,
     )
-    assert eraser.config.steps == 600  # the floor; 60 per concept above ten concepts
+    assert eraser.config.steps == 600  # the floor; 75 per concept above eight concepts
 
 
 def test_the_mass_recipe_gives_each_concept_its_steps() -> None:
     from fade.recipes import resolve_erase
 
-    assert resolve_erase(EraseConfig(), False, concepts=10).steps == 600
-    assert resolve_erase(EraseConfig(), False, concepts=30).steps == 1800
+    assert resolve_erase(EraseConfig(), False, concepts=8).steps == 600
+    assert resolve_erase(EraseConfig(), False, concepts=10).steps == 750
+    assert resolve_erase(EraseConfig(), False, concepts=30).steps == 2250
     assert resolve_erase(EraseConfig(steps=50), False, concepts=30).steps == 50
 
 
