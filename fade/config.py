@@ -97,6 +97,13 @@ class EraseConfig:
     #: in ESD; 0 is the plain self-distillation target f(y_s). null: the recipe's (10 remove, 4
     #: mass, 2 redirect).
     negative_guidance: float | None = _f(None, range=(0, None))
+    #: With several concepts, weight each one's L_dist by how much of it is left, relative to
+    #: the others: (left / mean left) ** balance, where "left" follows L_dist over what the
+    #: unchanged model scores at the same states (1: not moved yet). A concept whose neighbours
+    #: hold it in place (orange between red and yellow) then gets the pull it needs instead of
+    #: staying whole while the rest are erased. 0: equal weights. null: the recipe's (3 mass,
+    #: 0 remove and redirect).
+    balance: float | None = _f(None, range=(0, None))
     #: Fraction of the trajectory, from pure noise, where preservation applies: σ ∈ [1 - t0, 1].
     t0: float = _f(1.0, range=(0, 1), low_open=True)
     #: L_pres also holds retain prompts at the concept prompts' own training states, the states

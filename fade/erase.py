@@ -38,6 +38,9 @@ from fade.saliency import SaliencySelection, locate_concept
 
 logger = logging.getLogger(__name__)
 
+#: How far a concept's `left` moves towards the newest measurement of it (`erase.balance`).
+BALANCE_RATE = 0.05
+
 
 @dataclass
 class DenoiserInput:
@@ -126,6 +129,8 @@ class Eraser:
         self.paired_prompts_exist = bool(prompts.retain) or self.holds_neighbours
         # Per concept, the neighbours not yet dealt in this round (see _neighbour_sentence).
         self._neighbour_decks: dict[int, list[int]] = {}
+        # Per concept, how much of it is left (see _balance_weights); 1 = not moved yet.
+        self.left = torch.ones(len(prompts.concepts), dtype=torch.float64)
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -193,6 +198,7 @@ class Eraser:
             "stopped_early": result.stopped_early,
             "at_chance": result.at_chance,
             "history": [vars(log) for log in result.history],
+            "concepts_left": self.left.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> EraseResult:
@@ -203,6 +209,8 @@ class Eraser:
         self.strategy.load_optimizer_state(state["optimizer"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        if "concepts_left" in state:  # checkpoints from before balancing start level
+            self.left = torch.tensor(state["concepts_left"], dtype=torch.float64)
         return EraseResult(
             self.selection,
             [StepLog(**log) for log in state["history"]],
@@ -267,7 +275,7 @@ class Eraser:
         references = []
         if cfg.w_dist:
             references.append(DenoiserInput(z, sigma, surrogate))
-            if cfg.negative_guidance:
+            if cfg.negative_guidance or self.balancing:
                 references.append(DenoiserInput(z, sigma, target))
         base = self._predict([*references, *held], adapter=False)
         prediction, *adapted = self._predict([DenoiserInput(z, sigma, target), *held])
@@ -279,7 +287,10 @@ class Eraser:
             reference = base[0]
             if cfg.negative_guidance:
                 reference = reference - cfg.negative_guidance * (base[1] - reference)
-            distill = distillation_loss(prediction, reference)
+            if self.balancing:
+                distill = self._balanced_distillation(prediction, base[1], reference, rows)
+            else:
+                distill = distillation_loss(prediction, reference)
         preserve = zero
         for mine, original in zip(adapted, base[len(references) :], strict=True):
             preserve = preserve + preservation_loss(mine, original)
@@ -291,6 +302,50 @@ class Eraser:
                 self._spatial(concept_x0.detach()), self.labels[rows], self._spatial(neutral_x0)
             )
         return StepLog(step, loss.item(), removal.item(), preserve.item(), distill.item(), d_loss)
+
+    @property
+    def balancing(self) -> bool:
+        """Whether L_dist is weighted per concept (`erase.balance`, several concepts)."""
+        return bool(self.config.balance) and len(self.prompts.concepts) > 1
+
+    def _balanced_distillation(
+        self, prediction: torch.Tensor, unchanged: torch.Tensor, reference: torch.Tensor, rows
+    ) -> torch.Tensor:
+        """L_dist with each row weighted by its concept's share of what is left to erase.
+
+        A row's "left" is its L_dist over the unchanged model's at the same state (1 before any
+        change, (η/(1+η))² once the prediction is the anchor's, 0 at the target), so concepts and
+        states of any scale compare. Why: in one adapter for thirty concepts, orange (held by
+        red and yellow, its neighbours, at its own states) stayed at 100% while the other colours
+        fell to 0-6%; equal weights leave such a concept where the neighbours' pull wins.
+        """
+        reference = reference.detach()
+        per_row = (prediction - reference).pow(2).flatten(1).mean(1)
+        before = (unchanged - reference).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+        self._track_left((per_row.detach() / before).double().cpu(), rows)
+        weights = self._balance_weights().to(per_row)
+        concept_of = torch.tensor([self.prompts.concept_of[row] for row in rows])
+        return (weights[concept_of.to(per_row.device)] * per_row).mean()
+
+    def _track_left(self, ratios: torch.Tensor, rows: list[int]) -> None:
+        """Move each concept's `left` towards this step's rows of it (all workers' rows, so
+        every worker weighs alike); an exponential average over about 20 of its steps."""
+        count = len(self.prompts.concepts)
+        concept_of = torch.tensor([self.prompts.concept_of[row] for row in rows])
+        sums = torch.zeros(count, dtype=torch.float64).index_add_(0, concept_of, ratios)
+        counts = torch.zeros(count, dtype=torch.float64).index_add_(
+            0, concept_of, torch.ones_like(ratios)
+        )
+        if self.all_reduce_mean is not None:
+            shared = torch.cat([sums, counts]).to(self.backbone.device)
+            self.all_reduce_mean(shared)
+            sums, counts = shared.cpu().split(count)
+        seen = counts > 0
+        self.left[seen] += BALANCE_RATE * (sums[seen] / counts[seen] - self.left[seen])
+
+    def _balance_weights(self) -> torch.Tensor:
+        """(left / mean left) ** balance, per concept: mean about 1, the laggards above."""
+        return (self.left / self.left.mean()).pow(self.config.balance).float()
 
     def heldout_accuracy(self) -> float:
         """D's accuracy on held-out prompts, averaged over workers so all stop together."""

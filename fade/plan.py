@@ -76,7 +76,8 @@ class RunPlan:
             f"{len(self.prompts.retain)} retain",
             f"recipe       {erase.recipe}",
             f"objective    w_rem={erase.w_rem} lam={erase.lam} w_dist={erase.w_dist} t0={erase.t0} "
-            f"eta={erase.negative_guidance} paired_preservation={self._paired_held()}",
+            f"eta={erase.negative_guidance} balance={erase.balance} "
+            f"paired_preservation={self._paired_held()}",
             f"adapter      {erase.candidates} projections, sparsity={erase.sparsity} "
             f"({'saliency over neighbours' if erase.saliency_contrast else 'saliency alone'}) "
             f"rank={erase.lora_rank} steps={erase.steps}",

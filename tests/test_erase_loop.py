@@ -388,3 +388,64 @@ def test_paired_preservation_deals_every_neighbour_in_turn() -> None:
             for row, sentence in zip(rows[chunk], held[chunk], strict=True)
         ]
         assert sorted(named) == sorted(phrases)  # every neighbour once a round
+
+
+def _two_concept_eraser(balance: float, seed: int = 3, setup: bool = True, **settings) -> Eraser:
+    backbone = wrap_pipeline(tiny_flux_pipeline())  # the same seeded weights each time
+    square = dataclasses.replace(SPEC, name="square", synonyms=())
+    prompts = build_prompt_sets([SPEC, square], None, n_per_concept=4, n_retain=2, seed=0)
+    config = dataclasses.replace(
+        TINY_ERASE,
+        w_rem=0.0,
+        lam=0.0,
+        sparsity=1.0,
+        negative_guidance=2.0,
+        balance=balance,
+        **settings,
+    )
+    eraser = Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE), seed=seed)
+    if setup:
+        eraser.setup()  # a fresh LoRA (B = 0): the adapted model is still the base model
+    return eraser
+
+
+def test_balance_measures_what_is_left_of_each_concept_and_favours_the_laggard() -> None:
+    """`erase.balance`: an untouched concept measures exactly 1 left (its L_dist is what the
+    unchanged model scores); the weights are (left / mean left) ** balance, so a concept the
+    others outpace gets more of the pull, and 0 weighs all alike."""
+    eraser = _two_concept_eraser(balance=3.0)
+    assert eraser.balancing and eraser.left.tolist() == [1.0, 1.0]
+    unbalanced = _two_concept_eraser(balance=0.0)
+    # Equal weights give the plain mean: the same loss as without balancing, on the same rows.
+    assert eraser.step(0).distillation == pytest.approx(unbalanced.step(0).distillation, rel=1e-5)
+    assert eraser.left.tolist() == pytest.approx([1.0, 1.0], abs=1e-6)  # nothing had moved yet
+    eraser.left = torch.tensor([0.9, 0.45], dtype=torch.float64)
+    weights = eraser._balance_weights()
+    assert weights.tolist() == pytest.approx([(0.9 / 0.675) ** 3, (0.45 / 0.675) ** 3])
+    assert weights[0] / weights[1] == pytest.approx(8.0)
+    assert not unbalanced.balancing
+
+
+def test_balance_follows_each_concept_as_training_moves_it_and_is_checkpointed() -> None:
+    eraser = _two_concept_eraser(balance=3.0, lr=0.003, steps=6)
+    state = eraser.state_dict(eraser.train(progress=False))
+    left = eraser.left.tolist()
+    assert all(0.0 < value < 1.0 for value in left), left  # both moved away from the concept
+    assert state["concepts_left"] == left
+    resumed = _two_concept_eraser(balance=3.0, lr=0.003, steps=6, setup=False)
+    resumed.setup(eraser.selection, state["adapter"])
+    resumed.load_state_dict(state)
+    assert resumed.left.tolist() == state["concepts_left"]
+
+
+def test_one_concept_is_never_balanced_and_only_the_mass_recipe_balances() -> None:
+    from fade.recipes import resolve_erase
+
+    assert resolve_erase(EraseConfig(), False, concepts=30).balance == 3.0
+    assert resolve_erase(EraseConfig(), False, concepts=1).balance == 0.0
+    assert resolve_erase(EraseConfig(), True, concepts=3).balance == 0.0
+    assert resolve_erase(EraseConfig(balance=1.0), False, concepts=30).balance == 1.0
+    backbone = wrap_pipeline(tiny_flux_pipeline())
+    prompts = build_prompt_sets([SPEC], None, n_per_concept=4, n_retain=2, seed=0)
+    config = dataclasses.replace(TINY_ERASE, balance=3.0)
+    assert not Eraser(backbone, prompts, config, size=(TINY_SIZE, TINY_SIZE)).balancing

@@ -43,7 +43,10 @@ def _eraser(strategy: str, rank: int, world: int = WORLD):
 
     pipeline = tiny_flux_pipeline()
     pipeline.set_progress_bar_config(disable=True)
-    prompts = build_prompt_sets([SPEC], None, n_per_concept=8, n_retain=2, seed=0)
+    # Two concepts: the mass recipe, whose per-concept weights (`erase.balance`) follow what
+    # all workers measured, so every strategy and rank weighs alike.
+    square = dataclasses.replace(SPEC, name="square", synonyms=())
+    prompts = build_prompt_sets([SPEC, square], None, n_per_concept=8, n_retain=2, seed=0)
     options = StrategyOptions(strategy, batch_size=2, local_rank=rank)
     held = make_strategy(options, all_reduce_mean)
     held.lockstep = True  # ddp too: the same trajectory points as the sharded strategies
@@ -145,6 +148,8 @@ def test_each_strategy_trains_exactly_what_ddp_trains(strategy_runs, strategy) -
     assert other["optimizer"]["step"] == ddp["optimizer"]["step"] == FIRST_STEPS
     for key in ("exp_avg", "exp_avg_sq"):
         assert _max_difference(other["optimizer"][key], ddp["optimizer"][key]) < 1e-6
+    assert other["concepts_left"] == pytest.approx(ddp["concepts_left"], rel=1e-6)
+    assert any(abs(left - 1.0) > 1e-4 for left in ddp["concepts_left"])  # it was measured
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES[1:])

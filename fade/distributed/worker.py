@@ -166,6 +166,11 @@ def erase_on_worker(loop_config: dict) -> None:
         "strategy": cfg.distributed.strategy,
         "workers": world,
         "resumed_from_step": resumed_from,
+        # What is left of each concept, as `erase.balance` weighs it (1: untouched).
+        "concepts_left": {
+            name: round(left, 3)
+            for name, left in zip(plan.prompts.names, eraser.left.tolist(), strict=True)
+        },
         "final": True,
     }
 
