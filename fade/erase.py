@@ -309,7 +309,11 @@ class Eraser:
         return bool(self.config.balance) and len(self.prompts.concepts) > 1
 
     def _balanced_distillation(
-        self, prediction: torch.Tensor, unchanged: torch.Tensor, reference: torch.Tensor, rows
+        self,
+        prediction: torch.Tensor,
+        unchanged: torch.Tensor,
+        reference: torch.Tensor,
+        rows: list[int],
     ) -> torch.Tensor:
         """L_dist with each row weighted by its concept's share of what is left to erase.
 
