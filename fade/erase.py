@@ -326,20 +326,17 @@ class Eraser:
         reference = reference.detach()
         per_row = (prediction - reference).pow(2).flatten(1).mean(1)
         before = (unchanged - reference).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-        self._track_left((per_row.detach() / before).double().cpu(), rows)
+        concept_of = self.labels[rows]
+        self._track_left((per_row.detach() / before).double().cpu(), concept_of)
         weights = self._balance_weights().to(per_row)
-        concept_of = torch.tensor([self.prompts.concept_of[row] for row in rows])
         return (weights[concept_of.to(per_row.device)] * per_row).mean()
 
-    def _track_left(self, ratios: torch.Tensor, rows: list[int]) -> None:
+    def _track_left(self, ratios: torch.Tensor, concept_of: torch.Tensor) -> None:
         """Move each concept's `left` towards this step's rows of it (all workers' rows, so
         every worker weighs alike); an exponential average over about 20 of its steps."""
         count = len(self.prompts.concepts)
-        concept_of = torch.tensor([self.prompts.concept_of[row] for row in rows])
-        sums = torch.zeros(count, dtype=torch.float64).index_add_(0, concept_of, ratios)
-        counts = torch.zeros(count, dtype=torch.float64).index_add_(
-            0, concept_of, torch.ones_like(ratios)
-        )
+        sums = torch.bincount(concept_of, weights=ratios, minlength=count)
+        counts = torch.bincount(concept_of, minlength=count).double()
         if self.all_reduce_mean is not None:
             shared = torch.cat([sums, counts]).to(self.backbone.device)
             self.all_reduce_mean(shared)
