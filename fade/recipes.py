@@ -47,7 +47,12 @@ are different edits, and one setting serves them badly (measured on the toy worl
   Each concept's L_dist is weighted by what is left of it (`erase.balance` 3): with equal
   weights, thirty concepts ended at a mean of 12.3% with orange untouched (100%; red and
   yellow, held at its states, outpulled it), square at 69% and diamond at 75%; balanced, the
-  same run ended at 1.9% (orange 0, square 19, diamond 12).
+  same run ended at 1.9% (orange 0, square 19, diamond 12), but balance drives the shapes left
+  longest hardest, and triangle and crescent, the kept shapes beside them, lost 11.7 points
+  each (128 images a neighbour). So L_pres weighs more here than in remove (λ 30, not 20): the
+  same thirty ended at 3.1% (diamond 50) with every other concept within 7.0 points, a second
+  run at 4.2% with triangle −12.5 (the rest within 6.2), and seed 0's ten at 0.0% within 6.2
+  (λ 20: 8.6).
 
 `erase.recipe = auto` (the default) picks redirect when any concept has a surrogate, mass for
 several concepts, else remove. A setting given explicitly (YAML or key=value) always wins.
@@ -87,7 +92,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "saliency_contrast": False,
             "steps": 600,
             "lr": 3e-3,
-            "lam": 20.0,
+            "lam": 30.0,
             "negative_guidance": 4.0,
             "balance": 3.0,
             "w_rem": 0.0,
