@@ -51,8 +51,9 @@ are different edits, and one setting serves them badly (measured on the toy worl
   longest hardest, and triangle and crescent, the kept shapes beside them, lost 11.7 points
   each (128 images a neighbour). So L_pres weighs more here than in remove (λ 30, not 20): the
   same thirty ended at 3.1% (diamond 50) with every other concept within 7.0 points, a second
-  run at 4.2% with triangle −12.5 (the rest within 6.2), and seed 0's ten at 0.0% within 6.2
-  (λ 20: 8.6).
+  run at 4.2% with triangle −12.5 (the rest within 6.2), and the ten at 0.0% within 6.2 on
+  seed 0 (λ 20: 8.6), 0.0% within 4.7 on seed 1 and 1.2% within 7.0 on seed 2. Not more:
+  λ 35 left orange whole (mean 8.1%) and λ 40 had erased almost nothing by step 1920 of 2250.
 
 `erase.recipe = auto` (the default) picks redirect when any concept has a surrogate, mass for
 several concepts, else remove. A setting given explicitly (YAML or key=value) always wins.
