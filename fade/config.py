@@ -212,6 +212,9 @@ class EvalConfig:
     #: Retained neighbours measured per category erased from; a mass erasure that should
     #: leave every other concept alone raises it to cover them all.
     neighbours_per_category: int = _f(4, range=(1, None))
+    #: Retained concepts measured by name instead (any the run keeps, of any category), say
+    #: the neighbours a run is known to brush, on more images. null: the neighbours above.
+    retained: list[str] | None = None
     num_inference_steps: int = _f(20, range=(1, None))
     guidance_scale: float = _f(3.5, range=(0, None))
     height: int = _f(32, range=(8, None), multiple_of=8)

@@ -125,3 +125,29 @@ def test_a_neighbours_prompts_leave_out_those_that_name_an_erased_concept() -> N
     kept = build_eval_sets(make_plan(load_config(overrides=[f"concepts.names={every}"])))
     artist = next(n for n in kept.retained_names if n in {"okafor", "tanaka", "brandt"})
     assert len(set(_retained_prompts(kept, artist))) == 6
+
+
+def test_eval_retained_measures_the_named_concepts_instead() -> None:
+    """`eval.retained` names the retained concepts to measure, of any category, each on
+    `images_per_neighbour` images of prompts that name no erased concept."""
+    from fade.concepts import ConceptError
+    from fade.eval.evaluate import eval_sets
+
+    cfg = load_config(
+        overrides=[
+            "concepts.names=[diamond,velmora]",
+            "eval.retained=[triangle,Crimson,tanaka]",  # a synonym finds its concept
+            "eval.images_per_neighbour=12",
+        ]
+    )
+    plan = make_plan(cfg)
+    sets = eval_sets(plan.config, plan)
+    assert sets.retained_names == ["triangle", "red", "tanaka"]
+    assert all(sets.retained.concepts.count(c) == 12 for c in sets.retained_names)
+    assert not any("velmora" in p or "diamond" in p for p in sets.retained.prompts)
+    with pytest.raises(
+        ConceptError, match=r"eval\.retained names 'diamond', which this run erases"
+    ):
+        build_eval_sets(plan, retained_names=["circle", "diamond"])
+    with pytest.raises(ConceptError, match=r"unknown concept 'triangel'.*triangle"):
+        build_eval_sets(plan, retained_names=["triangel"])

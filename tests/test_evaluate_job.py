@@ -97,6 +97,13 @@ def test_mistakes_are_one_line_errors(tmp_path: Path, random_adapter: Path) -> N
     )
     assert "eval.detector=imagenet cannot see the toy world's concepts" in _one_line_error(result)
     assert not (tmp_path / "x").exists()
+    result = run_job(
+        "evaluate.py",
+        *["--adapter", str(random_adapter), "--concepts", "diamond", "--out", str(tmp_path / "y")],
+        "eval.retained=[triangle,diamond]",
+    )
+    assert "eval.retained names 'diamond', which this run erases" in _one_line_error(result)
+    assert not (tmp_path / "y").exists()
 
 
 @pytest.mark.parametrize(

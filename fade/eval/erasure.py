@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fade.backbones import Backbone
-from fade.concepts import ConceptSpec, render_prompt, templates_apart
+from fade.concepts import ConceptError, ConceptSpec, render_prompt, templates_apart
 from fade.eval.frechet import frechet_distance
 from fade.eval.sampling import generate
 from fade.plan import RunPlan
@@ -67,6 +67,7 @@ def build_eval_sets(
     neutral_count: int = 128,
     per_concept: int | None = None,
     per_neighbour: int = 32,
+    retained_names: Sequence[str] | None = None,
 ) -> EvalSets:
     """Target, synonym and neutral prompts from the plan; retained = same-category neighbours.
 
@@ -77,7 +78,8 @@ def build_eval_sets(
     `per_neighbour` images each: a neighbour's Acc must resolve a 5-point change, and with 8
     images one image moved it 12.5 points (a 31-point loss on the toy world showed as 0). The
     neutral prompts are cycled up to `neutral_count` images (each with its own seed), the sample
-    the Fréchet distance needs.
+    the Fréchet distance needs. `retained_names` measures those concepts instead (any the run
+    keeps, of any category): the neighbours a run is known to brush, on more images.
     """
     p, names = plan.prompts, plan.prompts.names
     each = per_concept or (max(16, per_set // len(names)) if len(names) > 1 else per_set)
@@ -94,6 +96,8 @@ def build_eval_sets(
             :retained_concepts
         ]
     ]
+    if retained_names is not None:
+        neighbours = _named_retained(plan, retained_names, erased)
     retained = PromptGroup([], [])
     for spec in neighbours:
         prompts = _neighbour_prompts(spec, plan.concepts)
@@ -109,6 +113,18 @@ def build_eval_sets(
         [spec.name for spec in neighbours],
         surrogates if any(surrogates) else [],
     )
+
+
+def _named_retained(plan: RunPlan, names: Sequence[str], erased: set[str]) -> list[ConceptSpec]:
+    """`eval.retained`'s concepts from the run's catalog; naming an erased one is a mistake."""
+    specs = plan.catalog.select(names)
+    for spec in specs:
+        if spec.name in erased:
+            raise ConceptError(
+                f"eval.retained names {spec.name!r}, which this run erases: "
+                "name concepts it keeps (or leave eval.retained null for the neighbours)"
+            )
+    return specs
 
 
 def _neighbour_prompts(spec: ConceptSpec, erased: Sequence[ConceptSpec]) -> list[str]:

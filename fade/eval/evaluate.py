@@ -142,6 +142,7 @@ def eval_sets(cfg: FadeConfig, plan: RunPlan) -> EvalSets:
         per_concept=cfg.eval.images_per_concept,
         per_neighbour=cfg.eval.images_per_neighbour,
         retained_concepts=cfg.eval.neighbours_per_category,
+        retained_names=cfg.eval.retained,
     )
 
 
