@@ -52,8 +52,8 @@ are different edits, and one setting serves them badly (measured on the toy worl
   each (128 images a neighbour). So L_pres weighs more here than in remove (λ 30, not 20): the
   same thirty ended at 3.1% (diamond 50) with every other concept within 7.0 points, a second
   run at 4.2% with triangle −9.6 on 512 images (−12.5 on 128), a third (seed 1) at 4.4%
-  within 7.0, and the ten at 0.0% within 6.2 on
-  seed 0 (λ 20: 8.6), 0.0% within 4.7 on seed 1 and 1.2% within 7.0 on seed 2. Not more:
+  within 7.0, and the ten at 0.0% within 6.2 on seed 0 (λ 20: 8.6), 0.0% within 4.7 on seed 1
+  and 1.2% within 7.0 on seed 2. Not more:
   λ 35 left orange whole (mean 8.1%); λ 40 left the shapes and letters far from erased.
 
 `erase.recipe = auto` (the default) picks redirect when any concept has a surrogate, mass for

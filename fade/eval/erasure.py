@@ -88,16 +88,17 @@ def build_eval_sets(
     surrogate_of = {spec.name: spec.surrogate for spec in plan.concepts}
     surrogates = [surrogate_of.get(concept) for concept in target.concepts]
     erased = {spec.name for spec in plan.concepts}
-    categories = list(dict.fromkeys(spec.category for spec in plan.concepts))
-    neighbours = [
-        spec
-        for category in categories
-        for spec in [s for s in plan.catalog if s.category == category and s.name not in erased][
-            :retained_concepts
-        ]
-    ]
     if retained_names is not None:
         neighbours = _named_retained(plan, retained_names, erased)
+    else:
+        categories = list(dict.fromkeys(spec.category for spec in plan.concepts))
+        neighbours = [
+            spec
+            for category in categories
+            for spec in [
+                s for s in plan.catalog if s.category == category and s.name not in erased
+            ][:retained_concepts]
+        ]
     retained = PromptGroup([], [])
     for spec in neighbours:
         prompts = _neighbour_prompts(spec, plan.concepts)
