@@ -35,8 +35,8 @@ def test_figures_of_another_recipe_are_not_carried_over(tmp_path) -> None:
 
 
 def test_a_stage_that_reran_makes_the_figures_measured_on_it_stale(tmp_path) -> None:
-    """A new model invalidates the refine and check figures of the old one; a new detector
-    invalidates the check. (`_earlier_report` is what `build_toyworld` merges.)"""
+    """A new model invalidates the later phases' and the check's figures of the old one; a new
+    detector invalidates the check. (`_earlier_report` is what `build_toyworld` merges.)"""
     from fade.toyworld.build import _earlier_report
 
     config, out = ToyBuildConfig(), tmp_path / "model"
@@ -45,7 +45,8 @@ def test_a_stage_that_reran_makes_the_figures_measured_on_it_stale(tmp_path) -> 
     assert set(_earlier_report(out, config, ("check",))) == set(STAGES) - {"check"}
     assert set(_earlier_report(out, config, ("model",))) == {"autoencoder", "detector"}
     after_detector = set(_earlier_report(out, config, ("detector",)))
-    assert after_detector == {"autoencoder", "model", "refine"}
+    assert after_detector == {"autoencoder", "model", "refine", "polish", "sharpen", "finish"}
+    assert set(_earlier_report(out, config, ("finish",))) == set(STAGES) - {"finish", "check"}
 
 
 def test_the_cli_says_in_one_line_that_there_is_no_model_to_draw(tmp_path) -> None:
@@ -94,3 +95,10 @@ def test_build_toyworld_carries_over_only_what_its_stages_left_valid(tmp_path) -
     report = build_toyworld(config, work, out, stages=("check",), detector_out=detector)
     assert report["check"] == {"new": True}
     assert all(report[stage] == {"old": True} for stage in STAGES if stage != "check")
+
+
+def test_a_later_phase_needs_the_model_it_continues(tmp_path) -> None:
+    from fade.errors import FadeError
+
+    with pytest.raises(FadeError, match=r"no toy model in .*: build it first"):
+        build_toyworld(ToyBuildConfig(), tmp_path / "work", tmp_path / "model", stages=("polish",))

@@ -38,7 +38,15 @@ def test_detector_is_accurate_on_fresh_renders(detector: ToyDetector) -> None:
 
 
 @pytest.mark.parametrize(
-    ("concept", "word"), [("red", None), ("red", "crimson"), ("dotted", None), ("velmora", None)]
+    ("concept", "word"),
+    [
+        ("square", None),
+        ("h", None),
+        ("red", None),
+        ("red", "crimson"),
+        ("dotted", None),
+        ("velmora", None),
+    ],
 )
 def test_toy_model_shows_its_concepts(toy, detector, concept: str, word: str | None) -> None:
     """Concepts the committed model knows well (docs/toyworld.md has every concept's rate)."""

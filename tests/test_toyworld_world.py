@@ -114,3 +114,15 @@ def test_the_refine_phase_continues_the_first_with_its_own_recipe() -> None:
     assert config.refine.sigma_location > config.model.sigma_location
     shape, glyph, artist = config.refine.figure_weights
     assert abs(shape + glyph + artist - 1.0) < 1e-9 and glyph > config.model.figure_weights[1]
+
+
+def test_each_later_phase_decays_from_a_lower_peak_than_the_one_before() -> None:
+    from fade.toyworld.spec import ToyBuildConfig
+
+    config = ToyBuildConfig()
+    phases = [config.model, config.refine, config.polish, config.sharpen, config.finish]
+    assert [p.lr for p in phases] == sorted((p.lr for p in phases), reverse=True)
+    for phase in phases[1:]:
+        assert abs(sum(phase.figure_weights) - 1.0) < 1e-9 and phase.final_lr_fraction <= 0.1
+    shapes = [phase.figure_weights[0] for phase in phases[2:]]
+    assert shapes == sorted(shapes)  # shapes lagged the other categories longest

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from diffusers import AutoencoderKL, FluxPipeline
@@ -24,21 +25,52 @@ from fade.toyworld.check import knowledge_report
 from fade.toyworld.data import make_scene_set
 from fade.toyworld.detector import DETECTOR_DIR, ToyDetector, evaluate_detector, train_detector
 from fade.toyworld.sheet import concept_sheet
-from fade.toyworld.spec import MAX_TOKENS, TOY_ARCH, ToyBuildConfig
+from fade.toyworld.spec import MAX_TOKENS, TOY_ARCH, ModelSchedule, ToyBuildConfig
 from fade.toyworld.training import encode_dataset, train_autoencoder, train_model
 from fade.toyworld.vocabulary import vocabulary
 
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
-STAGES = ("autoencoder", "detector", "model", "refine", "check")
+STAGES = (
+    "autoencoder",
+    "detector",
+    "model",
+    "refine",
+    "polish",
+    "sharpen",
+    "finish",
+    "check",
+)
+
+
+class Continuation(NamedTuple):
+    """A later training phase's seeds, as offsets from the build seed: its renders, its batch and
+    noise draws, and torch's global generator (T5's dropout draws from it)."""
+
+    data: int
+    train: int
+    dropout: int
+
+
+# The later training phases, each from the one before's saved (EMA) model. The seeds are the
+# ones the committed weights were made with (sharpen and finish reuse polish's dropout seed).
+CONTINUATIONS = {
+    "refine": Continuation(1, 1, 1),
+    "polish": Continuation(2, 2, 2),
+    "sharpen": Continuation(3, 2, 2),
+    "finish": Continuation(4, 4, 2),
+}
 # What each stage's figures were measured on: rerunning one of these makes them stale.
 DEPENDS_ON = {
     "autoencoder": (),
     "detector": (),
     "model": ("autoencoder",),
     "refine": ("autoencoder", "model"),
-    "check": ("autoencoder", "detector", "model", "refine"),
+    "polish": ("autoencoder", "model", "refine"),
+    "sharpen": ("autoencoder", "model", "refine", "polish"),
+    "finish": ("autoencoder", "model", "refine", "polish", "sharpen"),
+    "check": ("autoencoder", "detector", "model", "refine", "polish", "sharpen", "finish"),
 }
 
 
@@ -73,26 +105,29 @@ def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, dat
     return stats
 
 
-def _stage_refine(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, out: Path):
-    """Second training phase, from the first phase's saved (EMA) model in `out`."""
-    done = work / "refine.json"
+def _stage_continue(stage: str, config: ToyBuildConfig, work: Path, out: Path) -> dict:
+    """A later training phase: the whole pipeline (autoencoder included) comes from the phase
+    before's saved model in `out`, so a phase can be rerun without the earlier stages' work."""
+    done = work / f"{stage}.json"
     if done.is_file() and _has_model(out):
         return json.loads(done.read_text())
+    require_model(out)
     started = time.time()
-    trained = FluxPipeline.from_pretrained(out, local_files_only=True)
-    for name in ("transformer", "text_encoder", "text_encoder_2"):
-        getattr(pipeline, name).load_state_dict(getattr(trained, name).state_dict())
-    schedule = config.refine
+    seeds = CONTINUATIONS[stage]
+    torch.manual_seed(config.seed + seeds.dropout)
+    pipeline = FluxPipeline.from_pretrained(out, local_files_only=True)
+    pipeline.set_progress_bar_config(disable=True)
+    schedule: ModelSchedule = getattr(config, stage)
     data = make_scene_set(
-        config.dataset_size, config.seed + 1, figure_weights=schedule.figure_weights
+        config.dataset_size, config.seed + seeds.data, figure_weights=schedule.figure_weights
     )
     latents = encode_dataset(pipeline, data)
-    train_model(
-        pipeline, latents, data, schedule, work, config.seed + 1, MAX_TOKENS, phase="refine"
-    )
+    train_seed = config.seed + seeds.train
+    train_model(pipeline, latents, data, schedule, work, train_seed, MAX_TOKENS, phase=stage)
     pipeline.save_pretrained(out)
     stats = {"seconds": round(time.time() - started, 1), "steps": schedule.steps}
     done.write_text(json.dumps(stats, indent=2))
+    logger.info("%s: %s", stage, stats)
     return stats
 
 
@@ -197,7 +232,7 @@ def build_toyworld(
     pipeline.set_progress_bar_config(disable=True)
     report = {}
     data = None  # 60,000 renders: drawn only for the stages that train on them
-    if {"autoencoder", "model", "refine"} & set(stages):  # the model trains on the VAE's latents
+    if {"autoencoder", "model"} & set(stages):  # the model trains on the VAE's latents
         data = make_scene_set(
             config.dataset_size, config.seed, figure_weights=config.model.figure_weights
         )
@@ -206,15 +241,16 @@ def build_toyworld(
         report["detector"] = _stage_detector(config, work, detector_out)
     if "model" in stages:
         report["model"] = _stage_model(pipeline, config, work, data, out)
-    if "refine" in stages:
-        report["refine"] = _stage_refine(pipeline, config, work, out)
+    for stage in CONTINUATIONS:
+        if stage in stages:
+            report[stage] = _stage_continue(stage, config, work, out)
     if "check" in stages:
         report["check"] = _stage_check(out, detector_out, work)
     for stage in STAGES:  # stages finished in earlier runs belong in the report too
         done = work / f"{stage}.json"
         if stage not in report and done.is_file():
             report[stage] = json.loads(done.read_text())
-    ran = (*stages, "autoencoder") if data is not None else stages  # model, refine need it
+    ran = (*stages, "autoencoder") if data is not None else stages  # the model stage needs it
     for stage, stats in _earlier_report(out, config, ran).items():
         report.setdefault(stage, stats)
     (out / "build_config.json").write_text(
