@@ -67,59 +67,49 @@ class ModelSchedule:
     figure_weights: tuple[float, float, float] = FIGURE_WEIGHTS  # shape, glyph, artist scenes
 
 
-def _refine_schedule() -> ModelSchedule:
-    """Second phase from the first one's EMA weights: colours, textures and artists are learned
-    by then, geometry is not. So: more shape and letter scenes, more weight on the high-noise
-    steps where a figure's outline is decided, and a decay to a low learning rate at the end.
-    """
+def _later_phase(
+    steps: int,
+    lr: float,
+    warmup_steps: int,
+    sigma_location: float,
+    figure_weights: tuple[float, float, float],
+) -> ModelSchedule:
+    """A phase from the one before's EMA weights; each ends its cosine decay at 5% of its peak,
+    because most of a phase's gain came at the end of its decay (docs/toyworld.md)."""
     return ModelSchedule(
-        steps=1000,
-        lr=6e-4,
-        warmup_steps=100,
+        steps=steps,
+        lr=lr,
+        warmup_steps=warmup_steps,
         final_lr_fraction=0.05,
-        sigma_location=0.5,
-        figure_weights=(0.35, 0.35, 0.30),
+        sigma_location=sigma_location,
+        figure_weights=figure_weights,
     )
+
+
+def _refine_schedule() -> ModelSchedule:
+    """Second phase: colours, textures and artists are learned by then, geometry is not. So:
+    more shape and letter scenes and more weight on the high-noise steps where a figure's outline
+    is decided."""
+    return _later_phase(1000, 6e-4, 100, 0.5, (0.35, 0.35, 0.30))
 
 
 def _polish_schedule() -> ModelSchedule:
     """Third phase: after the refine phase shapes and letters were still lumpy (77.8 and 71.2%
-    of their images confidently found); a long decay at a lower learning rate firms them up, and
-    most of the gain comes at the end of the decay (docs/toyworld.md, "World v4")."""
-    return ModelSchedule(
-        steps=3000,
-        lr=5e-4,
-        warmup_steps=100,
-        final_lr_fraction=0.05,
-        sigma_location=0.3,
-        figure_weights=(0.3, 0.3, 0.4),
-    )
+    of their images confidently found); a long decay at a lower learning rate firms them up
+    (docs/toyworld.md, "How world v4 was made")."""
+    return _later_phase(3000, 5e-4, 100, 0.3, (0.3, 0.3, 0.4))
 
 
 def _sharpen_schedule() -> ModelSchedule:
     """Fourth phase: a second, shorter decay from a lower peak, weighted to shapes, the category
     furthest from its target after the third."""
-    return ModelSchedule(
-        steps=1500,
-        lr=3e-4,
-        warmup_steps=50,
-        final_lr_fraction=0.05,
-        sigma_location=0.3,
-        figure_weights=(0.45, 0.2, 0.35),
-    )
+    return _later_phase(1500, 3e-4, 50, 0.3, (0.45, 0.2, 0.35))
 
 
 def _finish_schedule() -> ModelSchedule:
     """Fifth phase: after the fourth, shapes were 0.6 points short of their target (letters
     17 points over theirs), so a last short decay spends most of its scenes on shapes."""
-    return ModelSchedule(
-        steps=1000,
-        lr=2e-4,
-        warmup_steps=50,
-        final_lr_fraction=0.05,
-        sigma_location=0.3,
-        figure_weights=(0.6, 0.15, 0.25),
-    )
+    return _later_phase(1000, 2e-4, 50, 0.3, (0.6, 0.15, 0.25))
 
 
 @dataclass
