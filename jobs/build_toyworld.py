@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         "so a scratch build never overwrites it)",
     )
     parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="train the transformer eagerly instead of compiled by TorchInductor (slower; "
+        "for machines where compilation fails)",
+    )
+    parser.add_argument(
         "--sheet",
         help="after the stages, draw 8 generations of every concept from --out into this PNG",
     )
@@ -61,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         config.model.steps = args.model_steps
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     detector_out = Path(args.detector_out) if args.detector_out else None
-    report = build_toyworld(config, Path(args.work), Path(args.out), stages, detector_out)
+    report = build_toyworld(
+        config,
+        Path(args.work),
+        Path(args.out),
+        stages,
+        detector_out,
+        compile=not args.no_compile,
+    )
     print(json.dumps(report, indent=2))
     if args.sheet:
         print(f"concept sheet: {draw_concept_sheet(Path(args.out), Path(args.sheet))}")

@@ -92,20 +92,33 @@ def _stage_autoencoder(pipeline: FluxPipeline, config: ToyBuildConfig, work: Pat
     return stats
 
 
-def _stage_model(pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data, out: Path):
+def _stage_model(
+    pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data, out: Path, compile: bool
+):
     done = work / "model.json"
     if done.is_file() and _has_model(out):  # done, and into this --out
         return json.loads(done.read_text())
     started = time.time()
     latents = encode_dataset(pipeline, data)
-    train_model(pipeline, latents, data, config.model, work, config.seed, MAX_TOKENS)
+    train_model(
+        pipeline,
+        latents,
+        data,
+        config.model,
+        work,
+        config.seed,
+        MAX_TOKENS,
+        compile_transformer=compile,
+    )
     pipeline.save_pretrained(out)
     stats = {"seconds": round(time.time() - started, 1), "steps": config.model.steps}
     done.write_text(json.dumps(stats, indent=2))
     return stats
 
 
-def _stage_continue(stage: str, config: ToyBuildConfig, work: Path, out: Path) -> dict:
+def _stage_continue(
+    stage: str, config: ToyBuildConfig, work: Path, out: Path, compile: bool
+) -> dict:
     """A later training phase: the whole pipeline (autoencoder included) comes from the phase
     before's saved model in `out`, so a phase can be rerun without the earlier stages' work."""
     done = work / f"{stage}.json"
@@ -123,7 +136,17 @@ def _stage_continue(stage: str, config: ToyBuildConfig, work: Path, out: Path) -
     )
     latents = encode_dataset(pipeline, data)
     train_seed = config.seed + seeds.train
-    train_model(pipeline, latents, data, schedule, work, train_seed, MAX_TOKENS, phase=stage)
+    train_model(
+        pipeline,
+        latents,
+        data,
+        schedule,
+        work,
+        train_seed,
+        MAX_TOKENS,
+        phase=stage,
+        compile_transformer=compile,
+    )
     pipeline.save_pretrained(out)
     stats = {"seconds": round(time.time() - started, 1), "steps": schedule.steps}
     done.write_text(json.dumps(stats, indent=2))
@@ -217,10 +240,12 @@ def build_toyworld(
     out: Path = MODEL_DIR,
     stages: tuple[str, ...] = STAGES,
     detector_out: Path | None = None,
+    compile: bool = True,
 ) -> dict:
     """Run the requested stages (each resumes or skips if done); returns per-stage statistics.
 
-    `detector_out` defaults to `detector_dir_for(out)`.
+    `detector_out` defaults to `detector_dir_for(out)`. `compile` trains the transformer
+    compiled (`compiled_for_training`): the same recipe, faster, up to floating-point order.
     """
     if detector_out is None:
         detector_out = detector_dir_for(out)
@@ -240,10 +265,10 @@ def build_toyworld(
     if "detector" in stages:
         report["detector"] = _stage_detector(config, work, detector_out)
     if "model" in stages:
-        report["model"] = _stage_model(pipeline, config, work, data, out)
+        report["model"] = _stage_model(pipeline, config, work, data, out, compile)
     for stage in CONTINUATIONS:
         if stage in stages:
-            report[stage] = _stage_continue(stage, config, work, out)
+            report[stage] = _stage_continue(stage, config, work, out, compile)
     if "check" in stages:
         report["check"] = _stage_check(out, detector_out, work)
     for stage in STAGES:  # stages finished in earlier runs belong in the report too
