@@ -45,8 +45,8 @@ def test_a_stage_that_reran_makes_the_figures_measured_on_it_stale(tmp_path) -> 
     assert set(_earlier_report(out, config, ("check",))) == set(STAGES) - {"check"}
     assert set(_earlier_report(out, config, ("model",))) == {"autoencoder", "detector"}
     after_detector = set(_earlier_report(out, config, ("detector",)))
-    assert after_detector == {"autoencoder", "model", "refine", "polish", "sharpen", "finish"}
-    assert set(_earlier_report(out, config, ("finish",))) == set(STAGES) - {"finish", "check"}
+    assert after_detector == {"autoencoder", "model", "refine", "polish"}
+    assert set(_earlier_report(out, config, ("polish",))) == set(STAGES) - {"polish", "check"}
 
 
 def test_the_cli_says_in_one_line_that_there_is_no_model_to_draw(tmp_path) -> None:

@@ -38,8 +38,6 @@ STAGES = (
     "model",
     "refine",
     "polish",
-    "sharpen",
-    "finish",
     "check",
 )
 
@@ -54,12 +52,10 @@ class Continuation(NamedTuple):
 
 
 # The later training phases, each from the one before's saved (EMA) model. The seeds are the
-# ones the committed weights were made with (sharpen and finish reuse polish's dropout seed).
+# ones the committed weights were made with.
 CONTINUATIONS = {
     "refine": Continuation(1, 1, 1),
     "polish": Continuation(2, 2, 2),
-    "sharpen": Continuation(3, 2, 2),
-    "finish": Continuation(4, 4, 2),
 }
 # What each stage's figures were measured on: rerunning one of these makes them stale.
 DEPENDS_ON = {
@@ -68,9 +64,7 @@ DEPENDS_ON = {
     "model": ("autoencoder",),
     "refine": ("autoencoder", "model"),
     "polish": ("autoencoder", "model", "refine"),
-    "sharpen": ("autoencoder", "model", "refine", "polish"),
-    "finish": ("autoencoder", "model", "refine", "polish", "sharpen"),
-    "check": ("autoencoder", "detector", "model", "refine", "polish", "sharpen", "finish"),
+    "check": ("autoencoder", "detector", "model", "refine", "polish"),
 }
 
 
