@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out),
         stages,
         detector_out,
-        compile=not args.no_compile,
+        compile_transformer=not args.no_compile,
     )
     print(json.dumps(report, indent=2))
     if args.sheet:

@@ -87,7 +87,12 @@ def _stage_autoencoder(pipeline: FluxPipeline, config: ToyBuildConfig, work: Pat
 
 
 def _stage_model(
-    pipeline: FluxPipeline, config: ToyBuildConfig, work: Path, data, out: Path, compile: bool
+    pipeline: FluxPipeline,
+    config: ToyBuildConfig,
+    work: Path,
+    data,
+    out: Path,
+    compile_transformer: bool,
 ):
     done = work / "model.json"
     if done.is_file() and _has_model(out):  # done, and into this --out
@@ -102,7 +107,7 @@ def _stage_model(
         work,
         config.seed,
         MAX_TOKENS,
-        compile_transformer=compile,
+        compile_transformer=compile_transformer,
     )
     pipeline.save_pretrained(out)
     stats = {"seconds": round(time.time() - started, 1), "steps": config.model.steps}
@@ -111,7 +116,7 @@ def _stage_model(
 
 
 def _stage_continue(
-    stage: str, config: ToyBuildConfig, work: Path, out: Path, compile: bool
+    stage: str, config: ToyBuildConfig, work: Path, out: Path, compile_transformer: bool
 ) -> dict:
     """A later training phase: the whole pipeline (autoencoder included) comes from the phase
     before's saved model in `out`, so a phase can be rerun without the earlier stages' work."""
@@ -139,7 +144,7 @@ def _stage_continue(
         train_seed,
         MAX_TOKENS,
         phase=stage,
-        compile_transformer=compile,
+        compile_transformer=compile_transformer,
     )
     pipeline.save_pretrained(out)
     stats = {"seconds": round(time.time() - started, 1), "steps": schedule.steps}
@@ -234,12 +239,13 @@ def build_toyworld(
     out: Path = MODEL_DIR,
     stages: tuple[str, ...] = STAGES,
     detector_out: Path | None = None,
-    compile: bool = True,
+    compile_transformer: bool = True,
 ) -> dict:
     """Run the requested stages (each resumes or skips if done); returns per-stage statistics.
 
-    `detector_out` defaults to `detector_dir_for(out)`. `compile` trains the transformer
-    compiled (`compiled_for_training`): the same recipe, faster, up to floating-point order.
+    `detector_out` defaults to `detector_dir_for(out)`. `compile_transformer` trains the
+    transformer compiled (`compiled_for_training`): the same recipe, faster, up to
+    floating-point order.
     """
     if detector_out is None:
         detector_out = detector_dir_for(out)
@@ -259,10 +265,10 @@ def build_toyworld(
     if "detector" in stages:
         report["detector"] = _stage_detector(config, work, detector_out)
     if "model" in stages:
-        report["model"] = _stage_model(pipeline, config, work, data, out, compile)
+        report["model"] = _stage_model(pipeline, config, work, data, out, compile_transformer)
     for stage in CONTINUATIONS:
         if stage in stages:
-            report[stage] = _stage_continue(stage, config, work, out, compile)
+            report[stage] = _stage_continue(stage, config, work, out, compile_transformer)
     if "check" in stages:
         report["check"] = _stage_check(out, detector_out, work)
     for stage in STAGES:  # stages finished in earlier runs belong in the report too
