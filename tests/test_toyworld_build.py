@@ -102,3 +102,14 @@ def test_a_later_phase_needs_the_model_it_continues(tmp_path) -> None:
 
     with pytest.raises(FadeError, match=r"no toy model in .*: build it first"):
         build_toyworld(ToyBuildConfig(), tmp_path / "work", tmp_path / "model", stages=("polish",))
+
+
+def test_a_work_directory_of_another_recipe_is_refused(tmp_path) -> None:
+    """Its checkpoints would resume another schedule, its figures describe another model."""
+    from fade.errors import FadeError
+
+    work = tmp_path / "work"
+    build_toyworld(ToyBuildConfig(), work, tmp_path / "model", stages=())
+    build_toyworld(ToyBuildConfig(), work, tmp_path / "model", stages=())  # same recipe: fine
+    with pytest.raises(FadeError, match="holds a build of another recipe"):
+        build_toyworld(ToyBuildConfig(seed=1), work, tmp_path / "model", stages=())

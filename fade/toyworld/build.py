@@ -52,7 +52,7 @@ class Continuation(NamedTuple):
 
 
 # The later training phases, each from the one before's saved (EMA) model. The seeds are the
-# ones the committed weights were made with.
+# ones the committed weights were made with (but for refine's dropout: docs/toyworld.md).
 CONTINUATIONS = {
     "refine": Continuation(1, 1, 1),
     "polish": Continuation(2, 2, 2),
@@ -197,6 +197,22 @@ def _earlier_report(out: Path, config: ToyBuildConfig, stages: tuple[str, ...]) 
     }
 
 
+def _claim_work(work: Path, config: ToyBuildConfig) -> None:
+    """Record the recipe in `work`, refusing a work directory left by another recipe.
+
+    Why: a stage's checkpoint and figures carry no recipe of their own, so a rerun with other
+    steps, seeds or scenes would resume that recipe's optimizer and schedule, or skip the stage
+    and report figures it never measured.
+    """
+    path = work / "build_config.json"
+    recipe = json.loads(json.dumps(config.to_dict()))  # tuples as lists
+    if path.is_file() and json.loads(path.read_text()) != recipe:
+        raise FadeError(
+            f"{work} holds a build of another recipe ({path}): give this build its own --work"
+        )
+    path.write_text(json.dumps(recipe, indent=2))
+
+
 def _has_model(model_dir: Path) -> bool:
     return (model_dir / "model_index.json").is_file()
 
@@ -252,7 +268,7 @@ def build_toyworld(
     torch.manual_seed(config.seed)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    (work / "build_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    _claim_work(work, config)
     pipeline = build_flux_pipeline(TOY_ARCH, vocabulary(), seed=config.seed)
     pipeline.set_progress_bar_config(disable=True)
     report = {}

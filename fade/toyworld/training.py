@@ -7,9 +7,9 @@ the build directory and a rerun continues from the last checkpoint.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,18 +114,34 @@ def encode_dataset(pipeline: FluxPipeline, data: SceneSet) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def compiled_for_training(module: torch.nn.Module) -> Callable:
-    """`module` compiled by TorchInductor, or as it is where no C++ compiler is found.
+@functools.cache
+def inductor_works() -> bool:
+    """Whether TorchInductor can compile and run a small forward and backward pass here.
+
+    Why a probe rather than a look for `g++`: Inductor also needs the compiler it is configured
+    with (`$CXX`) and Python's headers, and it fails only at the first compiled call, which in a
+    build comes after minutes of rendering and encoding. Compiling one tiny function up front
+    (a few seconds, once per process) finds that out before any of it.
+    """
+    probe = torch.compile(lambda x: F.gelu(x, approximate="tanh").sum())
+    x = torch.ones(4, requires_grad=True)
+    try:
+        probe(x).backward()
+    except Exception as error:  # any compiler or linker failure means: train eagerly
+        logger.warning("TorchInductor cannot compile here (%s): training uncompiled", error)
+        return False
+    return True
+
+
+def compiled_for_training(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` compiled by TorchInductor, or as it is where Inductor cannot compile.
 
     Why: on 2 CPU cores a toy training step is mostly element-wise work (the tanh GELU alone is
     a sixth of it), which Inductor fuses into a few loops; a step takes about three quarters of
     the eager time (docs/toyworld.md), which keeps the build within its time bound. Parameters
     are shared with `module`, so its state dict and the EMA are unaffected.
     """
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        logger.warning("no C++ compiler found: training the toy model uncompiled (slower)")
-        return module
-    return torch.compile(module)
+    return torch.compile(module) if inductor_works() else module
 
 
 class _TextConditioner:
@@ -198,6 +214,8 @@ def train_model(
         ema = state["ema"]
         generator.set_state(state["generator"])
         rng.bit_generator.state = state["rng"]
+        if "torch_rng" in state:  # T5's dropout draws from torch's global generator
+            torch.set_rng_state(state["torch_rng"])
         start = state["step"]
         logger.info("resuming %s training at step %d", phase, start)
     conditioner = _TextConditioner(pipeline, max_tokens)
@@ -265,6 +283,7 @@ def train_model(
                     "step": step + 1,
                     "generator": generator.get_state(),
                     "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
                 },
             )
             if on_checkpoint is not None:
