@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,6 +26,7 @@ from fade.toyworld.build import (
     build_toyworld,
     draw_concept_sheet,
     require_model,
+    time_summary,
 )
 from fade.toyworld.spec import ToyBuildConfig
 
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         config.model.steps = args.model_steps
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     detector_out = Path(args.detector_out) if args.detector_out else None
+    started = time.time()
     report = build_toyworld(
         config,
         Path(args.work),
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         compile_transformer=not args.no_compile,
     )
     print(json.dumps(report, indent=2))
+    print(time_summary(report, time.time() - started))
     if args.sheet:
         print(f"concept sheet: {draw_concept_sheet(Path(args.out), Path(args.sheet))}")
     return 0

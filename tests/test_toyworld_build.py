@@ -113,3 +113,11 @@ def test_a_work_directory_of_another_recipe_is_refused(tmp_path) -> None:
     build_toyworld(ToyBuildConfig(), work, tmp_path / "model", stages=())  # same recipe: fine
     with pytest.raises(FadeError, match="holds a build of another recipe"):
         build_toyworld(ToyBuildConfig(seed=1), work, tmp_path / "model", stages=())
+
+
+def test_the_time_summary_lists_the_timed_stages_in_build_order() -> None:
+    from fade.toyworld.build import time_summary
+
+    report = {"check": {"seconds": 480.0}, "model": {"seconds": 3090.0}, "detector": {}}
+    assert time_summary(report, 600.0) == "minutes by stage: model 51.5, check 8.0; this run: 10.0"
+    assert time_summary({}, 6.0) == "minutes by stage: none timed; this run: 0.1"

@@ -173,7 +173,9 @@ def _stage_check(model_dir: Path, detector_dir: Path, work: Path) -> dict:
         return json.loads(done.read_text())
     if not _has_detector(detector_dir):
         raise FadeError(f"no toy detector in {detector_dir}: build it first (the detector stage)")
+    started = time.time()
     report = knowledge_report(_load_built(model_dir), ToyDetector.load(detector_dir))
+    report["seconds"] = round(time.time() - started, 1)
     done.write_text(json.dumps(report, indent=2))
     return report
 
@@ -242,6 +244,17 @@ def detector_dir_for(out: Path) -> Path:
     if out.resolve() == MODEL_DIR.resolve():
         return DETECTOR_DIR
     return out.parent / f"{out.name}-detector"
+
+
+def time_summary(report: dict, seconds: float) -> str:
+    """Where a build's time went, for the issue's time bound: each stage's minutes (measured in
+    this run or the earlier one that did it) and this run's wall-clock minutes."""
+    stages = [
+        f"{stage} {report[stage]['seconds'] / 60:.1f}"
+        for stage in STAGES
+        if "seconds" in report.get(stage, {})
+    ]
+    return f"minutes by stage: {', '.join(stages) or 'none timed'}; this run: {seconds / 60:.1f}"
 
 
 def draw_concept_sheet(model_dir: Path, path: Path) -> Path:
