@@ -16,7 +16,9 @@ are different edits, and one setting serves them badly (measured on the toy worl
   (`erase.saliency_contrast`): on world v3, ranked by the concept's gradient alone, seeds 1 and
   2 cost a neighbour 10.4 and 12.5 points (144 images); over the neighbours' no neighbour lost
   more than 4.2 on any of seeds 0-2, but 3-9% of the target was left at η 8, so η is 10 (seed 0:
-  0%, every neighbour within 1.4 points). The same settings with a surrogate gave 0% surrogate
+  0%, every neighbour within 1.4 points). On world v5 the circle shares more with the diamond:
+  at λ 20 it lost 11.1-13.9 points on seeds 0-2 (144 images), at λ 40 4.2-7.6, at λ 60 4.9-5.6
+  with the diamond still at 0%, so λ is 60. The same settings with a surrogate gave 0% surrogate
   images: the blocks adapter learns "draw less of this", not "draw that instead".
 - **redirect** (a surrogate is given): an adapter on the projections where the prompt enters
   the denoiser (`erase.candidates = conditioning`) maps the concept's prompts onto the
@@ -49,7 +51,7 @@ are different edits, and one setting serves them badly (measured on the toy worl
   yellow, held at its states, outpulled it), square at 69% and diamond at 75%; balanced, the
   same run ended at 1.9% (orange 0, square 19, diamond 12), but balance drives the shapes left
   longest hardest, and triangle and crescent, the kept shapes beside them, lost 11.7 points
-  each (128 images a neighbour). So L_pres weighs more here than in remove (λ 30, not 20): the
+  each (128 images a neighbour). So L_pres weighs more here than remove's 20 did then (λ 30): the
   same thirty ended at 3.1% (diamond 50) with every other concept within 7.0 points, a second
   run at 4.2% with triangle −9.6 on 512 images (−12.5 on 128), a third (seed 1) at 4.4%
   within 7.0, and the ten at 0.0% within 6.2 on seed 0 (λ 20: 8.6), 0.0% within 4.7 on seed 1
@@ -78,7 +80,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "saliency_contrast": True,
             "steps": 140,
             "lr": 6e-3,
-            "lam": 20.0,
+            "lam": 60.0,
             "negative_guidance": 10.0,
             "balance": 0.0,
             "w_rem": 0.1,

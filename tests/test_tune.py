@@ -28,7 +28,7 @@ def test_the_default_space_holds_the_default_config() -> None:
     assert space.dimensions[0].kind == "loguniform"
     # the remove recipe's sparsity (null in the config) is what the base trial runs
     assert space.default_point(make_plan(cfg).config) == {
-        "erase.lam": 20.0,
+        "erase.lam": 60.0,
         "erase.t0": 1.0,
         "erase.sparsity": 0.5,
     }
@@ -59,9 +59,9 @@ def test_a_bad_space_is_refused_in_one_line(space, message: str) -> None:
 
 def test_a_base_value_outside_the_space_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
-    path.write_text("erase.lam: {loguniform: [50, 100]}\n")
+    path.write_text("erase.lam: {loguniform: [2, 40]}\n")
     space = load_space(path, FadeConfig())
-    with pytest.raises(ConfigError, match=r"erase.lam=20.0 lies outside the search space"):
+    with pytest.raises(ConfigError, match=r"erase.lam=60.0 lies outside the search space"):
         space.default_point(make_plan(FadeConfig()).config)
 
 
