@@ -186,7 +186,7 @@ def test_two_trial_sweep_writes_its_results_and_a_rerun_continues_it(
     base, other = table
     assert base["is_default"] and base["status"] == "finished"
     assert (base["param:erase.lam"], base["param:erase.t0"], base["param:erase.sparsity"]) == (
-        20.0,
+        60.0,
         1.0,
         0.5,
     )
